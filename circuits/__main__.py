@@ -1,0 +1,7 @@
+"""``python -m circuits``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

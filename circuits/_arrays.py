@@ -1,0 +1,98 @@
+"""Conversion and validation of user-supplied arrays (internal).
+
+Every array that enters the library passes through :func:`as_real_array`, so that bad input
+fails here, with a message naming the argument, instead of deep inside numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .errors import ShapeError, WeightError
+
+FloatArray = NDArray[np.floating[Any]]
+
+#: Floating dtypes kept as given; everything else real is promoted to float64.
+KEPT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def to_numpy(value: Any, name: str) -> NDArray[Any]:
+    """``np.asarray`` that also accepts framework tensors (``torch`` included) and never pickles."""
+    if hasattr(value, "detach") and hasattr(
+        value, "cpu"
+    ):  # a torch tensor, without importing torch
+        value = value.detach().cpu()
+        if str(getattr(value, "dtype", "")) == "torch.bfloat16":
+            value = value.float()
+        value = value.numpy()
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as error:
+        raise WeightError(f"{name}: cannot be read as an array ({error})") from None
+    if array.dtype == object:
+        raise WeightError(f"{name}: expected a numeric array, got an array of Python objects")
+    return array
+
+
+def real_dtype(array: NDArray[Any], name: str) -> np.dtype[Any]:
+    """The floating dtype an array is computed in: float32/float64 kept, other reals -> float64."""
+    if array.dtype in KEPT_DTYPES:
+        return array.dtype
+    if array.dtype.kind in "biuf":
+        return np.dtype(np.float64)
+    raise WeightError(f"{name}: expected a real array, got dtype {array.dtype}")
+
+
+def as_real_array(
+    value: Any,
+    name: str,
+    shape: Sequence[int | None] | None = None,
+    *,
+    dtype: np.dtype[Any] | None = None,
+    finite: bool = True,
+    copy: bool = True,
+) -> FloatArray:
+    """Validate ``value`` as a real floating array of the given ``shape`` (``None`` = any size).
+
+    The dtype is kept when it is float32 or float64 (or forced to ``dtype`` when given). With
+    ``copy`` the result is a fresh array the caller owns; without, it may share memory with
+    ``value``.
+    """
+    array = to_numpy(value, name)
+    target = dtype if dtype is not None else real_dtype(array, name)
+    if array.dtype.kind not in "biuf":
+        raise WeightError(f"{name}: expected a real array, got dtype {array.dtype}")
+    if shape is not None:
+        check_shape(array, name, shape)
+    out: FloatArray = np.array(array, dtype=target) if copy else np.asarray(array, dtype=target)
+    if finite and not np.all(np.isfinite(out)):
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(out))[0])
+        raise WeightError(f"{name}: contains a non-finite value {out[bad]!r} at index {bad}")
+    return out
+
+
+def check_shape(array: NDArray[Any], name: str, shape: Sequence[int | None]) -> None:
+    """Raise :class:`ShapeError` unless ``array.shape`` matches ``shape`` (``None`` = any)."""
+    expected = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
+    if array.ndim != len(shape) or any(
+        s is not None and s != actual for s, actual in zip(shape, array.shape, strict=True)
+    ):
+        raise ShapeError(f"{name}: expected shape {expected}, got {list(array.shape)}")
+
+
+def common_dtype(*arrays: NDArray[Any]) -> np.dtype[Any]:
+    """float32 if every array is float32, else float64 (the library's default)."""
+    if all(a.dtype == np.float32 for a in arrays):
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def frozen(array: FloatArray) -> FloatArray:
+    """A read-only view of ``array`` (weights and factors are immutable once validated)."""
+    view: FloatArray = array.view()
+    view.setflags(write=False)
+    return view

@@ -1,0 +1,22 @@
+"""Runtime type checks for scalars that arrive from users (internal)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def is_int(value: object) -> bool:
+    """True for Python and numpy integers (``bool`` excluded)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_real(value: object) -> bool:
+    """True for Python and numpy real numbers (``bool`` excluded)."""
+    return is_int(value) or isinstance(value, (float, np.floating))
+
+
+def is_positive_finite(value: object) -> bool:
+    """True for a real number that is finite and > 0."""
+    return is_real(value) and math.isfinite(float(value)) and float(value) > 0  # type: ignore[arg-type]

@@ -1,0 +1,122 @@
+"""The configuration of an attention-only transformer, and the naming of its heads."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal, get_args
+
+from ._checks import is_int, is_positive_finite, is_real
+from .errors import ConfigError, HeadError
+
+__all__ = ["PositionalEmbeddingType", "TransformerConfig", "head_name", "parse_head"]
+
+PositionalEmbeddingType = Literal["standard", "shortformer", "none"]
+POSITIONAL_EMBEDDING_TYPES: tuple[str, ...] = get_args(PositionalEmbeddingType)
+
+_HEAD_NAME = re.compile(r"^\s*(\d+)\s*\.\s*(\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Sizes and options of an attention-only transformer.
+
+    ``attn_scale`` divides every attention score (default ``√d_head``). ``positional_embedding_type``
+    is ``"standard"`` (``W_P`` added to the residual stream), ``"shortformer"`` (positions feed only
+    queries and keys) or ``"none"``.
+    """
+
+    n_layers: int
+    n_heads: int
+    d_model: int
+    d_head: int
+    d_vocab: int
+    n_ctx: int
+    attn_scale: float = field(default=-1.0)  # -1: use √d_head
+    positional_embedding_type: PositionalEmbeddingType = "standard"
+
+    def __post_init__(self) -> None:
+        for name in ("n_layers", "n_heads", "d_model", "d_head", "d_vocab", "n_ctx"):
+            value = getattr(self, name)
+            least = 0 if name == "n_layers" else 1
+            if not is_int(value) or value < least:
+                raise ConfigError(f"{name} must be an integer ≥ {least}, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        scale: object = self.attn_scale
+        if is_real(scale) and scale == -1.0:
+            scale = math.sqrt(self.d_head)
+        if not is_positive_finite(scale):
+            raise ConfigError(f"attn_scale must be a finite number > 0, got {self.attn_scale!r}")
+        object.__setattr__(self, "attn_scale", float(scale))  # type: ignore[arg-type]
+        if self.positional_embedding_type not in POSITIONAL_EMBEDDING_TYPES:
+            raise ConfigError(
+                f"positional_embedding_type must be one of {POSITIONAL_EMBEDDING_TYPES}, "
+                f"got {self.positional_embedding_type!r}"
+            )
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TransformerConfig:
+        """Build a config from a mapping; unknown keys are an error, not silently dropped."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown}; expected some of {sorted(known)}")
+        missing = sorted(
+            f.name for f in fields(cls) if f.name not in values and f.name in _REQUIRED
+        )
+        if missing:
+            raise ConfigError(f"config is missing {missing}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-serialisable dict (inverse of :meth:`from_dict`)."""
+        return asdict(self)
+
+    @property
+    def n_head_total(self) -> int:
+        """``n_layers · n_heads``."""
+        return self.n_layers * self.n_heads
+
+    def heads(self) -> Iterator[tuple[int, int]]:
+        """Every head as ``(layer, head)``, layer by layer."""
+        for layer in range(self.n_layers):
+            for head in range(self.n_heads):
+                yield layer, head
+
+    def head_names(self) -> list[str]:
+        """Every head's name ``"l.h"``, layer by layer."""
+        return [head_name(layer, head) for layer, head in self.heads()]
+
+    def resolve_head(self, layer: int | str, head: int | None = None) -> tuple[int, int]:
+        """``(layer, head)`` from either two indices or a name ``"l.h"``, checked against the model."""
+        if isinstance(layer, str):
+            if head is not None:
+                raise HeadError(
+                    f"give a head as 'l.h' or as (layer, head), not both: {layer!r}, {head}"
+                )
+            layer, head = parse_head(layer)
+        if head is None:
+            raise HeadError(f"head index missing for layer {layer!r}")
+        if not (is_int(layer) and 0 <= layer < self.n_layers):
+            raise HeadError(f"layer {layer!r} out of range: the model has {self.n_layers} layers")
+        if not (is_int(head) and 0 <= head < self.n_heads):
+            raise HeadError(f"head {head!r} out of range: layers have {self.n_heads} heads")
+        return int(layer), int(head)
+
+
+_REQUIRED = {"n_layers", "n_heads", "d_model", "d_head", "d_vocab", "n_ctx"}
+
+
+def head_name(layer: int, head: int) -> str:
+    """The name ``"l.h"`` of head ``head`` in layer ``layer``."""
+    return f"{layer}.{head}"
+
+
+def parse_head(name: str) -> tuple[int, int]:
+    """``"1.4"`` → ``(1, 4)``."""
+    match = _HEAD_NAME.match(name)
+    if match is None:
+        raise HeadError(f"not a head name: {name!r}; expected 'layer.head', e.g. '1.4'")
+    return int(match.group(1)), int(match.group(2))

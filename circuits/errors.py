@@ -1,0 +1,51 @@
+"""The library's exception types.
+
+Every error the library raises on bad input is a :class:`CircuitsError`, so a caller can catch
+them all at once; each subclass also derives from the builtin it refines (``ValueError``,
+``TypeError``, ``OSError``) so that generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CircuitsError",
+    "ConfigError",
+    "HeadError",
+    "ModelFileError",
+    "NumericalError",
+    "ShapeError",
+    "TokenError",
+    "WeightError",
+]
+
+
+class CircuitsError(Exception):
+    """Base class of every error raised by ``circuits``."""
+
+
+class ConfigError(CircuitsError, ValueError):
+    """A model configuration is invalid (a non-positive size, an unknown option, …)."""
+
+
+class ShapeError(CircuitsError, ValueError):
+    """An array does not have the shape its role requires."""
+
+
+class WeightError(CircuitsError, ValueError):
+    """A weight has an unusable value: not finite, not real, or of an unsupported dtype."""
+
+
+class TokenError(CircuitsError, ValueError):
+    """A token sequence is unusable: wrong rank, non-integer, out of range or too long."""
+
+
+class NumericalError(CircuitsError, ArithmeticError):
+    """A computation left the range of finite floating-point numbers."""
+
+
+class ModelFileError(CircuitsError, OSError):
+    """A model file is missing, malformed, truncated or inconsistent."""
+
+
+class HeadError(CircuitsError, IndexError):
+    """A head is named that the model does not have (layer or head index out of range)."""

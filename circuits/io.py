@@ -1,0 +1,135 @@
+"""Saving and loading models: ``.npz`` and ``.safetensors``, never pickle.
+
+A file written by :func:`save` holds every weight under its library name (column convention,
+``W_E``, ``W_Q``, …) and a JSON header with the config, ``bos_token`` and ``metadata``. In
+``.npz`` the header is the array ``__circuits__`` (a unicode string); in ``.safetensors`` it is the
+metadata entry ``circuits``. :func:`load` also reads a bare TransformerLens state dict saved in
+either format (keys ``embed.W_E``, ``blocks.0.attn.W_Q``, …).
+
+Any malformed, truncated or inconsistent file raises :class:`~circuits.errors.ModelFileError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .errors import CircuitsError, ModelFileError
+from .model import AttnOnlyTransformer
+
+__all__ = ["FORMAT_VERSION", "load", "save"]
+
+FORMAT_VERSION = 1
+_HEADER_KEY = "__circuits__"
+_SAFETENSORS_META_KEY = "circuits"
+_SUFFIXES = (".npz", ".safetensors")
+
+
+def save(model: AttnOnlyTransformer, path: str | os.PathLike[str]) -> Path:
+    """Write ``model`` to ``path`` (``.npz`` or ``.safetensors``, chosen by suffix); return the path."""
+    target = Path(path)
+    header = json.dumps(_header(model), sort_keys=True)
+    arrays = {name: np.ascontiguousarray(a) for name, a in model.parameters().items()}
+    suffix = _suffix(target)
+    try:
+        if suffix == ".npz":
+            with target.open("wb") as handle:
+                entries: dict[str, Any] = {**arrays, _HEADER_KEY: np.array(header)}
+                np.savez(handle, **entries)
+        else:
+            from safetensors.numpy import save_file
+
+            save_file(arrays, str(target), metadata={_SAFETENSORS_META_KEY: header})
+    except OSError as error:
+        raise ModelFileError(f"{target}: cannot write ({error.strerror or error})") from None
+    return target
+
+
+def load(path: str | os.PathLike[str], **overrides: Any) -> AttnOnlyTransformer:
+    """Read a model written by :func:`save`, or a TransformerLens state dict.
+
+    ``overrides`` apply only to TransformerLens state dicts (``n_ctx``, ``attn_scale``,
+    ``positional_embedding_type``, ``bos_token``), which do not carry a config.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise ModelFileError(f"{source}: no such file")
+    arrays, header = _read_npz(source) if _suffix(source) == ".npz" else _read_safetensors(source)
+    try:
+        if header is None:
+            return AttnOnlyTransformer.from_transformer_lens(arrays, **overrides)
+        if overrides:
+            raise ModelFileError(
+                f"{source}: overrides {sorted(overrides)} apply only to state dicts"
+            )
+        return _from_header(arrays, header)
+    except ModelFileError as error:
+        raise ModelFileError(f"{source}: {error}") from None
+    except CircuitsError as error:
+        raise ModelFileError(f"{source}: inconsistent model: {error}") from None
+
+
+def _header(model: AttnOnlyTransformer) -> dict[str, Any]:
+    return {
+        "format": "circuits",
+        "version": FORMAT_VERSION,
+        "config": model.cfg.to_dict(),
+        "bos_token": model.bos_token,
+        "metadata": dict(model.metadata),
+    }
+
+
+def _from_header(arrays: Mapping[str, NDArray[Any]], header: str) -> AttnOnlyTransformer:
+    try:
+        info = json.loads(header)
+        version = info["version"]
+        config = info["config"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ModelFileError(f"unreadable header ({error!r})") from None
+    if info.get("format") != "circuits" or version != FORMAT_VERSION:
+        raise ModelFileError(f"unsupported format {info.get('format')!r} version {version!r}")
+    if not isinstance(config, dict):
+        raise ModelFileError("header config is not a mapping")
+    return AttnOnlyTransformer(
+        config, **arrays, bos_token=info.get("bos_token"), metadata=info.get("metadata") or {}
+    )
+
+
+def _suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise ModelFileError(f"{path}: unknown file type {suffix!r}; expected one of {_SUFFIXES}")
+    return suffix
+
+
+def _read_npz(path: Path) -> tuple[dict[str, NDArray[Any]], str | None]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as error:
+        raise ModelFileError(f"{path}: not a readable .npz file ({error})") from None
+    header = arrays.pop(_HEADER_KEY, None)
+    if header is None:
+        return arrays, None
+    if header.dtype.kind != "U" or header.ndim != 0:
+        raise ModelFileError(f"{path}: malformed {_HEADER_KEY} entry")
+    return arrays, str(header)
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, NDArray[Any]], str | None]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as handle:
+            metadata = handle.metadata() or {}
+            arrays = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    except Exception as error:  # safetensors raises its own, undocumented exception types
+        raise ModelFileError(f"{path}: not a readable .safetensors file ({error})") from None
+    return arrays, metadata.get(_SAFETENSORS_META_KEY)

@@ -1,0 +1,471 @@
+r"""The attention-only transformer, exactly as the Framework writes it (column vectors).
+
+.. math::
+
+    x^0_i &= W_E[:, t_i] + W_P[:, i] \qquad \text{(standard positions)} \\
+    s^h_{ij} &= (W_Q^h x_i + b_Q^h)^T (W_K^h x_j + b_K^h) / \text{attn\_scale}, \quad j \le i \\
+    A^h &= \operatorname{softmax}_j(s^h) \\
+    x^{l+1}_i &= x^l_i + \sum_h W_O^h \sum_j A^h_{ij} (W_V^h x^l_j + b_V^h) + b_O^l \\
+    \text{logits}_i &= W_U x^L_i + b_U
+
+With shortformer positions, :math:`W_P` is added only to the inputs of queries and keys of every
+layer, never to the residual stream or the values. Activations are stored batch-first
+(``[batch, pos, d_model]``); weights follow the column convention of the Framework.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ._arrays import FloatArray, as_real_array, common_dtype, frozen, to_numpy
+from ._checks import is_int
+from .config import TransformerConfig
+from .errors import ConfigError, NumericalError, TokenError, WeightError
+from .factored import FactoredMatrix
+from .tl_format import from_transformer_lens_dict, to_transformer_lens_dict
+
+__all__ = ["ActivationCache", "AttnOnlyTransformer", "causal_softmax", "validate_tokens"]
+
+IntArray = NDArray[np.intp]
+
+#: Weight names, in the order ``parameters()`` lists them.
+WEIGHT_NAMES = ("W_E", "W_P", "W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O", "W_U", "b_U")
+_BIASES = ("b_Q", "b_K", "b_V", "b_O", "b_U")
+
+
+def weight_shapes(cfg: TransformerConfig) -> dict[str, tuple[int, ...]]:
+    """The shape of every weight in the column convention (``W_P`` only with positions)."""
+    L, H, d, k, V, n = cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_head, cfg.d_vocab, cfg.n_ctx
+    shapes: dict[str, tuple[int, ...]] = {
+        "W_E": (d, V),
+        "W_Q": (L, H, k, d),
+        "W_K": (L, H, k, d),
+        "W_V": (L, H, k, d),
+        "W_O": (L, H, d, k),
+        "b_Q": (L, H, k),
+        "b_K": (L, H, k),
+        "b_V": (L, H, k),
+        "b_O": (L, d),
+        "W_U": (V, d),
+        "b_U": (V,),
+    }
+    if cfg.positional_embedding_type != "none":
+        shapes["W_P"] = (d, n)
+    return {name: shapes[name] for name in WEIGHT_NAMES if name in shapes}
+
+
+def causal_softmax(scores: FloatArray) -> FloatArray:
+    r"""Row-wise softmax over keys ``j ≤ i`` of ``scores[..., i, j]``; entries ``j > i`` are 0.
+
+    :math:`A_{ij} = e^{s_{ij} - m_i} / \sum_{j' \le i} e^{s_{ij'} - m_i}` with
+    :math:`m_i = \max_{j \le i} s_{ij}`: subtracting the row maximum keeps every exponent ≤ 0, so
+    scores of any finite size (1e6 and beyond) give finite patterns.
+    """
+    n_q, n_k = scores.shape[-2:]
+    allowed = np.tril(np.ones((n_q, n_k), dtype=bool), k=n_k - n_q)
+    if not np.all(np.isfinite(scores[..., allowed])):
+        raise NumericalError("attention scores are not finite (the weights overflow this dtype)")
+    masked = np.where(allowed, scores, -np.inf)
+    shifted = masked - masked.max(axis=-1, keepdims=True)
+    weights = np.exp(shifted)
+    result: FloatArray = weights / weights.sum(axis=-1, keepdims=True)
+    return result
+
+
+def validate_tokens(tokens: Any, cfg: TransformerConfig) -> tuple[IntArray, bool]:
+    """Check ``tokens`` (``[batch, pos]`` or ``[pos]``) and return them batched, with a flag.
+
+    Raises :class:`~circuits.errors.TokenError` naming the problem: not integers, wrong rank,
+    empty, longer than ``n_ctx``, or an id outside ``[0, d_vocab)``.
+    """
+    try:
+        array = to_numpy(tokens, "tokens")
+    except WeightError as error:
+        raise TokenError(str(error)) from None
+    if array.ndim not in (1, 2):
+        raise TokenError(f"tokens: expected shape [batch, pos] or [pos], got {list(array.shape)}")
+    if array.size == 0:
+        raise TokenError(f"tokens: empty sequence (shape {list(array.shape)})")
+    if array.dtype.kind not in "iu":
+        raise TokenError(f"tokens: expected integer token ids, got dtype {array.dtype}")
+    batched = array.ndim == 2
+    array = array if batched else array[None, :]
+    if array.shape[1] > cfg.n_ctx:
+        raise TokenError(f"tokens: {array.shape[1]} positions exceed the context n_ctx={cfg.n_ctx}")
+    bad = (array < 0) | (array >= cfg.d_vocab)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise TokenError(
+            f"tokens: id {int(array[where])} at index {where if batched else where[1:]} is outside "
+            f"the vocabulary [0, {cfg.d_vocab})"
+        )
+    return array.astype(np.intp), batched
+
+
+class AttnOnlyTransformer:
+    """An attention-only transformer: config, weights (column convention) and the forward pass.
+
+    Weights are validated at construction (shape, real dtype, finiteness) and stored read-only.
+    They keep their dtype when every weight is float32 or every weight is float64; otherwise
+    everything is float64. Absent biases are zeros. ``bos_token`` names the start-of-sequence
+    token id, if the model has one; ``metadata`` is free-form JSON-compatible information (e.g.
+    head roles), saved with the model.
+    """
+
+    def __init__(
+        self,
+        cfg: TransformerConfig | Mapping[str, Any],
+        *,
+        W_E: Any,
+        W_U: Any,
+        W_P: Any = None,
+        W_Q: Any = None,
+        W_K: Any = None,
+        W_V: Any = None,
+        W_O: Any = None,
+        b_Q: Any = None,
+        b_K: Any = None,
+        b_V: Any = None,
+        b_O: Any = None,
+        b_U: Any = None,
+        bos_token: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.cfg = cfg if isinstance(cfg, TransformerConfig) else TransformerConfig.from_dict(cfg)
+        given = {
+            "W_E": W_E, "W_P": W_P, "W_Q": W_Q, "W_K": W_K, "W_V": W_V, "W_O": W_O,
+            "b_Q": b_Q, "b_K": b_K, "b_V": b_V, "b_O": b_O, "W_U": W_U, "b_U": b_U,
+        }  # fmt: skip
+        self._weights = _validate_weights(self.cfg, given)
+        self.bos_token = _validate_bos(bos_token, self.cfg)
+        self.metadata: Mapping[str, Any] = MappingProxyType(_validate_metadata(metadata))
+
+    # ------------------------------------------------------------------ construction helpers
+    @classmethod
+    def random(
+        cls,
+        cfg: TransformerConfig | Mapping[str, Any],
+        *,
+        seed: int = 0,
+        biases: bool = False,
+        dtype: Any = np.float64,
+    ) -> AttnOnlyTransformer:
+        """A model with Gaussian weights, scaled so that scores and logits are of order one.
+
+        ``W_E, W_P ~ N(0, 1)``; ``W_Q, W_K, W_V, W_U ~ N(0, 1/d_model)``; ``W_O ~ N(0, 1/d_head)``;
+        with ``biases``, every bias ``~ N(0, 1/4)``. Reproducible from ``seed``.
+        """
+        config = cfg if isinstance(cfg, TransformerConfig) else TransformerConfig.from_dict(cfg)
+        rng = np.random.default_rng(seed)
+        std = {"W_E": 1.0, "W_P": 1.0, "W_O": config.d_head**-0.5}
+        weights = {
+            name: (rng.standard_normal(shape) * std.get(name, config.d_model**-0.5)).astype(dtype)
+            for name, shape in weight_shapes(config).items()
+            if not name.startswith("b_")
+        }
+        if biases:
+            for name, shape in weight_shapes(config).items():
+                if name.startswith("b_"):
+                    weights[name] = (0.5 * rng.standard_normal(shape)).astype(dtype)
+        return cls(config, **weights)
+
+    def replace(self, **changes: Any) -> AttnOnlyTransformer:
+        """A copy with some weights (or ``cfg``, ``bos_token``, ``metadata``) replaced."""
+        values: dict[str, Any] = {
+            **self.parameters(),
+            "bos_token": self.bos_token,
+            "metadata": self.metadata,
+            "cfg": self.cfg,
+        }
+        unknown = sorted(set(changes) - set(values) - set(WEIGHT_NAMES))
+        if unknown:
+            raise ConfigError(f"replace(): unknown fields {unknown}")
+        values.update(changes)
+        return AttnOnlyTransformer(values.pop("cfg"), **values)
+
+    @classmethod
+    def from_transformer_lens(
+        cls, state_dict: Mapping[str, Any], **overrides: Any
+    ) -> AttnOnlyTransformer:
+        """A model from a TransformerLens state dict (row convention; see ``circuits.tl_format``).
+
+        Shapes are inferred; ``overrides`` sets config fields (``n_ctx``, ``attn_scale``,
+        ``positional_embedding_type``) and may also give ``bos_token`` and ``metadata``. Values
+        can be anything with ``__array__`` (torch tensors included).
+        """
+        bos_token = overrides.pop("bos_token", None)
+        metadata = overrides.pop("metadata", None)
+        cfg, weights = from_transformer_lens_dict(state_dict, overrides)
+        return cls(cfg, **weights, bos_token=bos_token, metadata=metadata)
+
+    def to_transformer_lens(self) -> dict[str, FloatArray]:
+        """The TransformerLens state dict of this model (numpy arrays, row convention).
+
+        Exact inverse of :meth:`from_transformer_lens`; positional types other than ``standard``
+        and a non-default ``attn_scale`` are not part of a state dict and must be passed back as
+        overrides.
+        """
+        return to_transformer_lens_dict(self.cfg, self._weights)
+
+    # ------------------------------------------------------------------ weights
+    def parameters(self) -> dict[str, FloatArray]:
+        """Every weight by name (read-only arrays, column convention)."""
+        return dict(self._weights)
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The floating dtype every weight and activation has."""
+        return self._weights["W_E"].dtype
+
+    @property
+    def W_E(self) -> FloatArray:
+        """Token embedding ``[d_model, d_vocab]``: column ``t`` embeds token ``t``."""
+        return self._weights["W_E"]
+
+    @property
+    def W_Q(self) -> FloatArray:
+        """Query weights ``[n_layers, n_heads, d_head, d_model]``."""
+        return self._weights["W_Q"]
+
+    @property
+    def W_K(self) -> FloatArray:
+        """Key weights ``[n_layers, n_heads, d_head, d_model]``."""
+        return self._weights["W_K"]
+
+    @property
+    def W_V(self) -> FloatArray:
+        """Value weights ``[n_layers, n_heads, d_head, d_model]``."""
+        return self._weights["W_V"]
+
+    @property
+    def W_O(self) -> FloatArray:
+        """Output weights ``[n_layers, n_heads, d_model, d_head]``."""
+        return self._weights["W_O"]
+
+    @property
+    def b_Q(self) -> FloatArray:
+        """Query biases ``[n_layers, n_heads, d_head]``."""
+        return self._weights["b_Q"]
+
+    @property
+    def b_K(self) -> FloatArray:
+        """Key biases ``[n_layers, n_heads, d_head]``."""
+        return self._weights["b_K"]
+
+    @property
+    def b_V(self) -> FloatArray:
+        """Value biases ``[n_layers, n_heads, d_head]``."""
+        return self._weights["b_V"]
+
+    @property
+    def b_O(self) -> FloatArray:
+        """Output biases ``[n_layers, d_model]``."""
+        return self._weights["b_O"]
+
+    @property
+    def W_U(self) -> FloatArray:
+        """Unembedding ``[d_vocab, d_model]``: logits ``= W_U x + b_U``."""
+        return self._weights["W_U"]
+
+    @property
+    def b_U(self) -> FloatArray:
+        """Unembedding bias ``[d_vocab]``."""
+        return self._weights["b_U"]
+
+    @property
+    def W_P(self) -> FloatArray | None:
+        """Positional embedding ``[d_model, n_ctx]``, or ``None`` without positions."""
+        return self._weights.get("W_P")
+
+    def W_QK(self, layer: int | str, head: int | None = None) -> FactoredMatrix:
+        r""":math:`W_{QK}^h = W_Q^{hT} W_K^h` (``d_model × d_model``, rank ≤ ``d_head``), factored.
+
+        The score of query ``x_i`` on key ``x_j`` is :math:`x_i^T W_{QK} x_j / \text{attn\_scale}`
+        (biases aside). ``head`` may be given as ``(layer, head)`` or as a name ``"l.h"``.
+        """
+        layer, head = self.cfg.resolve_head(layer, head)
+        return FactoredMatrix(self.W_Q[layer, head].T, self.W_K[layer, head])
+
+    def W_OV(self, layer: int | str, head: int | None = None) -> FactoredMatrix:
+        r""":math:`W_{OV}^h = W_O^h W_V^h` (``d_model × d_model``, rank ≤ ``d_head``), factored."""
+        layer, head = self.cfg.resolve_head(layer, head)
+        return FactoredMatrix(self.W_O[layer, head], self.W_V[layer, head])
+
+    def __repr__(self) -> str:
+        c = self.cfg
+        return (
+            f"AttnOnlyTransformer(n_layers={c.n_layers}, n_heads={c.n_heads}, d_model={c.d_model}, "
+            f"d_head={c.d_head}, d_vocab={c.d_vocab}, n_ctx={c.n_ctx}, "
+            f"positions={c.positional_embedding_type!r}, dtype={self.dtype})"
+        )
+
+    # ------------------------------------------------------------------ forward pass
+    def forward(self, tokens: Any) -> FloatArray:
+        """Logits ``[batch, pos, d_vocab]`` for tokens ``[batch, pos]`` (``[pos]`` gives ``[pos, d_vocab]``)."""
+        batched_tokens, batched = validate_tokens(tokens, self.cfg)
+        logits, _ = self._run(batched_tokens, keep=False)
+        return logits if batched else logits[0]
+
+    __call__ = forward
+
+    def run_with_cache(self, tokens: Any) -> tuple[FloatArray, ActivationCache]:
+        """Logits (as :meth:`forward`) and an :class:`ActivationCache` of every activation.
+
+        The cache always keeps the batch axis, even for unbatched tokens.
+        """
+        batched_tokens, batched = validate_tokens(tokens, self.cfg)
+        logits, cache = self._run(batched_tokens, keep=True)
+        assert cache is not None
+        return (logits if batched else logits[0]), cache
+
+    def embed(self, tokens: IntArray) -> FloatArray:
+        """The stream entering layer 0, ``W_E[:, t_i] (+ W_P[:, i])``, ``[batch, pos, d_model]``."""
+        x: FloatArray = self.W_E.T[tokens]
+        if self.cfg.positional_embedding_type == "standard":
+            assert self.W_P is not None
+            x = x + self.W_P[:, : tokens.shape[1]].T
+        return x
+
+    def _run(self, tokens: IntArray, *, keep: bool) -> tuple[FloatArray, ActivationCache | None]:
+        cfg = self.cfg
+        B, n = tokens.shape
+        H, k = cfg.n_heads, cfg.d_head
+        shortformer = cfg.positional_embedding_type == "shortformer"
+        pos = self.W_P[:, :n].T if shortformer and self.W_P is not None else None  # [n, d]
+        x = self.embed(tokens)  # [B, n, d]
+        resid, scores_all, patterns_all, z_all = [x], [], [], []
+        for layer in range(cfg.n_layers):
+            qk_in = x if pos is None else x + pos
+            q = _per_head(qk_in, self.W_Q[layer], self.b_Q[layer])  # [B, H, n, k]
+            key = _per_head(qk_in, self.W_K[layer], self.b_K[layer])
+            v = _per_head(x, self.W_V[layer], self.b_V[layer])
+            scores = (q @ key.transpose(0, 1, 3, 2)) / cfg.attn_scale  # [B, H, n, n]
+            pattern = causal_softmax(scores)
+            z = pattern @ v  # [B, H, n, k]
+            # "concatenate heads, then W_O": [B, n, H·k] @ [H·k, d]
+            W_O_cat = self.W_O[layer].transpose(1, 0, 2).reshape(cfg.d_model, H * k)
+            x = x + z.transpose(0, 2, 1, 3).reshape(B, n, H * k) @ W_O_cat.T + self.b_O[layer]
+            if keep:
+                resid.append(x)
+                scores_all.append(scores)
+                patterns_all.append(pattern)
+                z_all.append(z)
+        logits: FloatArray = x @ self.W_U.T + self.b_U
+        if not keep:
+            return logits, None
+        cache = ActivationCache(
+            model=self,
+            tokens=tokens,
+            _resid=tuple(resid),
+            _scores=tuple(scores_all),
+            _patterns=tuple(patterns_all),
+            _z=tuple(z_all),
+        )
+        return logits, cache
+
+
+@dataclass(frozen=True, eq=False)
+class ActivationCache:
+    """Every activation of one forward pass; arrays are batch-first ``[batch, …]``.
+
+    Heads may be given as ``(layer, head)`` or as a name ``"l.h"``.
+    """
+
+    model: AttnOnlyTransformer
+    tokens: IntArray  # [batch, pos]
+    _resid: tuple[FloatArray, ...]  # n_layers + 1 × [batch, pos, d_model]
+    _scores: tuple[FloatArray, ...]  # n_layers × [batch, n_heads, q, k]
+    _patterns: tuple[FloatArray, ...]  # n_layers × [batch, n_heads, q, k]
+    _z: tuple[FloatArray, ...]  # n_layers × [batch, n_heads, pos, d_head]
+
+    def resid(self, layer: int) -> FloatArray:
+        """The stream entering ``layer``, ``[batch, pos, d_model]``; ``resid(n_layers)`` is the last."""
+        if not (is_int(layer) and 0 <= layer <= self.model.cfg.n_layers):
+            raise ConfigError(f"resid({layer!r}): layer must be in [0, {self.model.cfg.n_layers}]")
+        return self._resid[layer]
+
+    def scores(self, layer: int | str, head: int | None = None) -> FloatArray:
+        """Attention scores ``[batch, q, k]``: scaled by ``1/attn_scale``, before mask and softmax.
+
+        Entries above the diagonal (``k > q``) are computed but never used.
+        """
+        layer, head = self.model.cfg.resolve_head(layer, head)
+        return self._scores[layer][:, head]
+
+    def pattern(self, layer: int | str, head: int | None = None) -> FloatArray:
+        """Attention pattern ``A[batch, q, k]``: rows sum to one, zero above the diagonal."""
+        layer, head = self.model.cfg.resolve_head(layer, head)
+        return self._patterns[layer][:, head]
+
+    def z(self, layer: int | str, head: int | None = None) -> FloatArray:
+        r"""Mixed values :math:`z_i = \sum_j A_{ij} (W_V x_j + b_V)`, ``[batch, pos, d_head]``."""
+        layer, head = self.model.cfg.resolve_head(layer, head)
+        return self._z[layer][:, head]
+
+    def head_output(self, layer: int | str, head: int | None = None) -> FloatArray:
+        r"""What a head writes, :math:`W_O \sum_j A_{ij}(W_V x_j + b_V)`, ``[batch, pos, d_model]``.
+
+        ``b_O`` is excluded: it belongs to the layer, not to any head.
+        """
+        layer, head = self.model.cfg.resolve_head(layer, head)
+        out: FloatArray = self._z[layer][:, head] @ self.model.W_O[layer, head].T
+        return out
+
+
+def _per_head(x: FloatArray, W: FloatArray, b: FloatArray) -> FloatArray:
+    """``W^h x_i + b^h`` for all heads at once: ``[B, n, d]``, ``[H, k, d]`` → ``[B, H, n, k]``."""
+    B, n, d = x.shape
+    H, k, _ = W.shape
+    out = (x @ W.reshape(H * k, d).T).reshape(B, n, H, k).transpose(0, 2, 1, 3)
+    result: FloatArray = out + b[None, :, None, :]
+    return result
+
+
+def _validate_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A JSON round-tripped copy of ``metadata`` (it is saved with the model)."""
+    try:
+        copied: dict[str, Any] = json.loads(json.dumps(dict(metadata or {})))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"metadata must be JSON-serialisable: {error}") from None
+    return copied
+
+
+def _validate_bos(bos_token: object, cfg: TransformerConfig) -> int | None:
+    if bos_token is None:
+        return None
+    if not is_int(bos_token):
+        raise ConfigError(f"bos_token must be an integer token id or None, got {bos_token!r}")
+    token: int = int(bos_token)  # type: ignore[call-overload]
+    if not 0 <= token < cfg.d_vocab:
+        raise ConfigError(f"bos_token {token} is outside the vocabulary [0, {cfg.d_vocab})")
+    return token
+
+
+def _validate_weights(cfg: TransformerConfig, given: Mapping[str, Any]) -> dict[str, FloatArray]:
+    """Check every weight's shape, dtype and finiteness; fill absent biases with zeros."""
+    shapes = weight_shapes(cfg)
+    if given.get("W_P") is not None and "W_P" not in shapes:
+        raise ConfigError("W_P given, but positional_embedding_type is 'none'")
+    arrays = {}
+    for name, shape in shapes.items():
+        value = given.get(name)
+        if value is None:
+            if name in _BIASES or cfg.n_layers == 0:
+                continue
+            raise ConfigError(f"weight {name} is required (shape {list(shape)})")
+        arrays[name] = to_numpy(value, name)
+    dtype = common_dtype(*arrays.values())
+    weights = {
+        name: frozen(as_real_array(arrays[name], name, shape, dtype=dtype))
+        if name in arrays
+        else frozen(np.zeros(shape, dtype=dtype))
+        for name, shape in shapes.items()
+    }
+    return weights

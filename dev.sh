@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Set-up and routine tasks for circuits, on a fresh Debian machine or an existing one.
+#
+#   bash dev.sh demo    the main job: the demo of the library (see README)
+#   bash dev.sh test    every check: ruff, mypy, the test suite (numpy 2.x, then numpy 1.26)
+#
+# Each creates or reuses a virtual environment (.venv, or $VENV) and installs what it needs,
+# Graphviz's `dot` included (through apt-get when it is missing).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+VENV=${VENV:-.venv}
+COMPAT_VENV=${COMPAT_VENV:-.venv-numpy1}
+
+say() { printf '\033[1m[dev.sh]\033[0m %s\n' "$*" >&2; }
+
+apt_install() {
+    local runner=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || { say "need root (or sudo) to install: $*"; exit 1; }
+        runner=(sudo)
+    fi
+    command -v apt-get >/dev/null || { say "please install: $* (no apt-get here)"; exit 1; }
+    say "installing system packages: $*"
+    "${runner[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${runner[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+ensure_system() {
+    local missing=()
+    command -v python3 >/dev/null || missing+=(python3)
+    python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+    command -v dot >/dev/null || missing+=(graphviz)
+    if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
+    python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+        || { say "circuits needs Python >= 3.10, found $(python3 --version)"; exit 1; }
+}
+
+# ensure_venv DIR [EXTRA PIP ARGS...]: create DIR if needed and install the project into it,
+# again whenever pyproject.toml or the extra arguments change.
+ensure_venv() {
+    local dir=$1; shift
+    local stamp
+    stamp=$( (cat pyproject.toml; echo "$*") | sha256sum | cut -d' ' -f1)
+    [ -x "$dir/bin/python" ] || { say "creating $dir"; python3 -m venv "$dir"; }
+    if [ "$(cat "$dir/.installed" 2>/dev/null)" != "$stamp" ]; then
+        say "installing circuits into $dir"
+        "$dir/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+        "$dir/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]' "$@"
+        echo "$stamp" > "$dir/.installed"
+    fi
+}
+
+run_tests() {
+    local py=$1; shift
+    HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci} "$py" -m pytest -q "$@"
+}
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+    demo)
+        ensure_system
+        ensure_venv "$VENV"
+        "$VENV/bin/python" -m circuits demo "$@"
+        ;;
+    test)
+        ensure_system
+        ensure_venv "$VENV"
+        say "ruff"; "$VENV/bin/python" -m ruff check . && "$VENV/bin/python" -m ruff format --check .
+        say "mypy"; "$VENV/bin/python" -m mypy circuits
+        say "pytest (numpy $("$VENV/bin/python" -c 'import numpy; print(numpy.__version__)'))"
+        run_tests "$VENV/bin/python" "$@"
+        ensure_venv "$COMPAT_VENV" 'numpy==1.26.*'
+        say "pytest (numpy $("$COMPAT_VENV/bin/python" -c 'import numpy; print(numpy.__version__)'))"
+        run_tests "$COMPAT_VENV/bin/python" "$@"
+        ;;
+    *)
+        sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+        [ -z "$cmd" ] || { say "unknown command: $cmd"; exit 2; }
+        ;;
+esac
