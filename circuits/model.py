@@ -89,6 +89,8 @@ def validate_tokens(tokens: Any, cfg: TransformerConfig) -> tuple[IntArray, bool
         array = to_numpy(tokens, "tokens")
     except WeightError as error:
         raise TokenError(str(error)) from None
+    if array.dtype.kind in "USV":
+        raise TokenError(f"tokens: expected integer token ids, got dtype {array.dtype}")
     if array.ndim not in (1, 2):
         raise TokenError(f"tokens: expected shape [batch, pos] or [pos], got {list(array.shape)}")
     if array.size == 0:
@@ -334,6 +336,16 @@ class AttnOnlyTransformer:
         return x
 
     def _run(self, tokens: IntArray, *, keep: bool) -> tuple[FloatArray, ActivationCache | None]:
+        # overflow is detected (causal_softmax, final check) and reported as NumericalError
+        with np.errstate(over="ignore", invalid="ignore"):
+            logits, cache = self._run_unchecked(tokens, keep=keep)
+        if not np.all(np.isfinite(logits)):
+            raise NumericalError("logits are not finite (the weights overflow this dtype)")
+        return logits, cache
+
+    def _run_unchecked(
+        self, tokens: IntArray, *, keep: bool
+    ) -> tuple[FloatArray, ActivationCache | None]:
         cfg = self.cfg
         B, n = tokens.shape
         H, k = cfg.n_heads, cfg.d_head
