@@ -112,7 +112,8 @@ class FactoredMatrix:
         r"""``(AB) @ X``: a matrix gives a FactoredMatrix, a vector a dense vector.
 
         ``(AB)(CD) = A (BC) D`` is refactored through whichever of its two inner dimensions is
-        smaller, so a chain of products never grows beyond its narrowest link.
+        smaller, so a chain of products never grows beyond its narrowest link. A dense ``X``
+        (``n × p``) gives ``A (BX)`` (inner ``k``), or ``(AB) X`` when ``n < k``.
         """
         if isinstance(other, FactoredMatrix):
             self._require_chain(other.shape[0], "@")
@@ -127,9 +128,9 @@ class FactoredMatrix:
         if x.ndim != 2:
             raise ShapeError(f"right operand: expected a vector or a matrix, got shape {x.shape}")
         self._require_chain(x.shape[0], "@")
-        if self.mdim <= x.shape[1]:
-            return FactoredMatrix(self.A, self.B @ x)
-        return FactoredMatrix(self.A @ self.B, x)
+        if self.mdim <= x.shape[0]:
+            return FactoredMatrix(self.A, self.B @ x)  # inner k
+        return FactoredMatrix(self.A @ self.B, x)  # inner n < k: AB is m × n, small
 
     def __rmatmul__(self, other: Any) -> Any:
         """``X @ (AB)``, the mirror image of :meth:`__matmul__`."""
