@@ -8,6 +8,7 @@ them all at once; each subclass also derives from the builtin it refines (``Valu
 from __future__ import annotations
 
 __all__ = [
+    "AnalysisError",
     "CircuitsError",
     "ConfigError",
     "HeadError",
@@ -49,3 +50,8 @@ class ModelFileError(CircuitsError, OSError):
 
 class HeadError(CircuitsError, IndexError):
     """A head is named that the model does not have (layer or head index out of range)."""
+
+
+class AnalysisError(CircuitsError, ValueError):
+    """An analysis is asked for something undefined for this model (unknown kind, heads in the
+    wrong layer order, sequences that do not fit the context, …)."""
