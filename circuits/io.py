@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .errors import CircuitsError, ModelFileError
-from .model import AttnOnlyTransformer
+from .model import WEIGHT_NAMES, AttnOnlyTransformer
 
 __all__ = ["FORMAT_VERSION", "load", "save"]
 
@@ -97,6 +97,9 @@ def _from_header(arrays: Mapping[str, NDArray[Any]], header: str) -> AttnOnlyTra
         raise ModelFileError(f"unsupported format {info.get('format')!r} version {version!r}")
     if not isinstance(config, dict):
         raise ModelFileError("header config is not a mapping")
+    unknown = sorted(set(arrays) - set(WEIGHT_NAMES))
+    if unknown:
+        raise ModelFileError(f"unknown arrays {unknown}; a model file holds only {WEIGHT_NAMES}")
     return AttnOnlyTransformer(
         config, **arrays, bos_token=info.get("bos_token"), metadata=info.get("metadata") or {}
     )
