@@ -140,9 +140,12 @@ def test_import_matches_transformer_lens_row_convention() -> None:
     assert model.cfg == TransformerConfig(L, H, d, k, V, n)
     tokens = rng.integers(0, V, n)
     np.testing.assert_allclose(model.forward(tokens), tl_row_forward(sd, tokens, L), atol=1e-10)
-    # our W_OV is the transpose of TL's OV = W_V W_O
+    # our W_OV is the transpose of TL's OV = W_V W_O; our W_QK equals TL's QK = W_Q W_Kᵀ
     np.testing.assert_allclose(
         model.W_OV(1, 2).AB, (sd["blocks.1.attn.W_V"][2] @ sd["blocks.1.attn.W_O"][2]).T
+    )
+    np.testing.assert_allclose(
+        model.W_QK(0, 1).AB, sd["blocks.0.attn.W_Q"][1] @ sd["blocks.0.attn.W_K"][1].T
     )
 
 
