@@ -14,6 +14,7 @@ __all__ = [
     "HeadError",
     "ModelFileError",
     "NumericalError",
+    "PathError",
     "ShapeError",
     "TokenError",
     "WeightError",
@@ -55,3 +56,7 @@ class HeadError(CircuitsError, IndexError):
 class AnalysisError(CircuitsError, ValueError):
     """An analysis is asked for something undefined for this model (unknown kind, heads in the
     wrong layer order, sequences that do not fit the context, …)."""
+
+
+class PathError(CircuitsError, ValueError):
+    """A node, path or term is asked for that the computation graph of the model does not have."""
