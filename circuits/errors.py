@@ -12,9 +12,11 @@ __all__ = [
     "CircuitsError",
     "ConfigError",
     "HeadError",
+    "MissingDependencyError",
     "ModelFileError",
     "NumericalError",
     "PathError",
+    "RenderError",
     "ShapeError",
     "TokenError",
     "WeightError",
@@ -60,3 +62,11 @@ class AnalysisError(CircuitsError, ValueError):
 
 class PathError(CircuitsError, ValueError):
     """A node, path or term is asked for that the computation graph of the model does not have."""
+
+
+class RenderError(CircuitsError, ValueError):
+    """A diagram or plot is asked for with unusable options (unknown file type, bad threshold, …)."""
+
+
+class MissingDependencyError(CircuitsError, ImportError):
+    """An optional dependency (matplotlib for plots) is not installed; the message says how to get it."""
