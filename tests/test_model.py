@@ -137,9 +137,10 @@ def test_residual_rotation_leaves_logits_unchanged(
     np.testing.assert_allclose(rotated.forward(tokens), model.forward(tokens), atol=1e-9)
 
 
-def _invertible(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """Well-conditioned random invertible matrices (identity plus a small perturbation)."""
-    return np.eye(shape[-1]) + 0.3 * rng.standard_normal(shape) / np.sqrt(shape[-1])
+def _head_basis_changes(model: AttnOnlyTransformer, seed: int) -> np.ndarray:
+    """One well-conditioned invertible ``d_head × d_head`` matrix per head, ``[L, H, k, k]``."""
+    L, H, k = model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_head
+    return np.eye(k) + 0.3 * np.random.default_rng(seed).standard_normal((L, H, k, k)) / np.sqrt(k)
 
 
 @given(model_and_tokens(), st.integers(0, 2**16))
@@ -148,8 +149,7 @@ def test_value_basis_change_leaves_logits_unchanged(
 ) -> None:
     """W_V → M W_V, b_V → M b_V, W_O → W_O M⁻¹ leaves W_OV, hence the logits, unchanged."""
     model, tokens = case
-    L, H, k = model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_head
-    M = _invertible(np.random.default_rng(seed), (L, H, k, k))
+    M = _head_basis_changes(model, seed)
     changed = model.replace(
         W_V=M @ model.W_V,
         b_V=np.einsum("lhij,lhj->lhi", M, model.b_V),
@@ -164,8 +164,7 @@ def test_query_key_basis_change_leaves_scores_unchanged(
 ) -> None:
     """W_Q → N W_Q, W_K → N⁻ᵀ W_K (biases alike) leaves W_QK and every score unchanged."""
     model, tokens = case
-    L, H, k = model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_head
-    N = _invertible(np.random.default_rng(seed), (L, H, k, k))
+    N = _head_basis_changes(model, seed)
     N_inv_T = np.linalg.inv(N).swapaxes(-1, -2)
     changed = model.replace(
         W_Q=N @ model.W_Q,
