@@ -1,0 +1,300 @@
+r"""Graphviz diagrams of attention-only transformers and their circuits.
+
+:func:`circuit_diagram` draws a model the way the Framework does: the residual stream as a spine
+from the embeddings (bottom) to the unembedding (top), each layer's heads beside it, reading from
+the stream below and writing to the stream above. On top of that it draws
+
+* composition edges from a head to a head of a later layer, styled by kind (Q dashed blue,
+  K dotted red, V solid green) with width ``1 + 5·score`` for every score at or above a threshold;
+* highlighted paths (a term of the path expansion, a circuit) as coloured chains of nodes;
+* head roles (``prev token``, ``induction``) from the model's metadata or given explicitly.
+
+Every label is escaped (drawn as a Graphviz HTML-like label), so names with quotes, ``<``, ``&``
+or newlines render as written. :func:`save_diagram` writes ``.svg``, ``.png``, ``.pdf`` or
+``.dot``; without Graphviz's ``dot`` program it writes the ``.dot`` source instead and says how to
+install Graphviz.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import graphviz
+import numpy as np
+
+from ._checks import is_real
+from .config import head_name
+from .errors import CircuitsError, PathError, RenderError
+from .model import AttnOnlyTransformer
+
+__all__ = [
+    "COMPOSITION_STYLES",
+    "FORMATS",
+    "GRAPHVIZ_HINT",
+    "Saved",
+    "circuit_diagram",
+    "escape_label",
+    "head_roles",
+    "save_diagram",
+    "to_svg",
+]
+
+#: Edge style and colour of each kind of composition.
+COMPOSITION_STYLES: dict[str, tuple[str, str]] = {
+    "Q": ("dashed", "#1f77b4"),
+    "K": ("dotted", "#d62728"),
+    "V": ("solid", "#2ca02c"),
+}
+#: File types :func:`save_diagram` writes.
+FORMATS = (".svg", ".png", ".pdf", ".dot")
+#: How to get Graphviz's ``dot`` program, shown when it is missing.
+GRAPHVIZ_HINT = (
+    "install Graphviz to get pictures (Debian/Ubuntu: apt-get install graphviz; macOS: brew install "
+    "graphviz; conda: conda install graphviz), or paste the .dot source into any Graphviz viewer"
+)
+_PATH_COLOURS = ("#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+_SOURCES = {"W_E": "tokens  W_E", "W_P": "positions  W_P"}
+_SINK = "W_U"
+
+
+def escape_label(text: object, *, bold: str | None = None) -> str:
+    """``text`` as a Graphviz HTML-like label: ``&``, ``<``, ``>``, quotes escaped, newlines kept.
+
+    With ``bold``, that text comes first, in bold, on its own line.
+    """
+    lines = [html.escape(line) for line in str(text).split("\n")]
+    if bold is not None:
+        lines = [f"<B>{html.escape(bold)}</B>"] + ([] if lines == [""] else lines)
+    return "<" + "<BR/>".join(lines) + ">"
+
+
+def head_roles(model: AttnOnlyTransformer) -> dict[str, list[str]]:
+    """Roles of heads named in ``model.metadata["head_roles"]``, as ``{head name: [roles]}``.
+
+    The metadata may map a role to a list of heads (``{"induction": ["1.0"]}``) or a head to a role
+    or list of roles (``{"1.0": "induction"}``); entries naming no head of the model are ignored.
+    """
+    found: dict[str, list[str]] = {}
+    entries = model.metadata.get("head_roles")
+    if not isinstance(entries, Mapping):
+        return found
+    names = set(model.cfg.head_names())
+    for key, value in entries.items():
+        values = [value] if isinstance(value, str) else list(value or [])
+        pairs = [(key, v) for v in values] if key in names else [(v, key) for v in values]
+        for head, role in pairs:
+            if head in names and role not in found.setdefault(head, []):
+                found[head].append(str(role).replace("_", " "))
+    return found
+
+
+def circuit_diagram(
+    model: AttnOnlyTransformer,
+    *,
+    composition: Mapping[str, Any] | None = None,
+    threshold: float = 0.3,
+    roles: Mapping[str, str | Sequence[str]] | None = None,
+    highlight: Iterable[Sequence[str]] = (),
+    title: str | None = None,
+) -> graphviz.Digraph:
+    """The model as a Graphviz graph: residual spine, embeddings, heads by layer, unembedding.
+
+    ``composition`` maps a kind (``"Q"``, ``"K"``, ``"V"``) to scores ``[n_layers, n_heads,
+    n_layers, n_heads]`` (entry ``[l₁, h₁, l₂, h₂]`` from writer ``l₁.h₁`` to reader ``l₂.h₂``, as
+    ``circuits.analysis.all_composition_scores`` returns them); each score ``≥ threshold`` becomes
+    an edge. ``roles`` (default: :func:`head_roles`) labels heads. Each path of ``highlight`` is a
+    sequence of node names (``"W_E"``, ``"W_P"``, head names ``"l.h"``, ``"W_U"``); a path of head
+    names alone runs from ``W_E`` to ``W_U``.
+
+    Node names in the graph (and in its SVG) are ``W_E``, ``W_P``, ``resid 0`` … ``resid L``, the
+    head names and ``W_U``.
+    """
+    if not (is_real(threshold) and math.isfinite(threshold)):
+        raise RenderError(f"threshold must be a finite number, got {threshold!r}")
+    known_roles = head_roles(model) if roles is None else _role_lists(model, roles)
+    graph = _skeleton(model, known_roles, title)
+    for kind, writer, reader, score in _composition_edges(model, composition, float(threshold)):
+        style, colour = COMPOSITION_STYLES[kind]
+        graph.edge(
+            writer,
+            reader,
+            label=escape_label(f"{kind} {score:.2f}"),
+            style=style,
+            color=colour,
+            fontcolor=colour,
+            penwidth=f"{1 + 5 * score:.2f}",
+            constraint="false",
+            tooltip=f"{kind}-composition {writer} → {reader}: {score:.3f}",
+        )
+    for index, path in enumerate(highlight):
+        _highlight(graph, model, path, _PATH_COLOURS[index % len(_PATH_COLOURS)])
+    return graph
+
+
+def _role_lists(
+    model: AttnOnlyTransformer, roles: Mapping[str, str | Sequence[str]]
+) -> dict[str, list[str]]:
+    found = {}
+    for head, role in roles.items():
+        layer, index = model.cfg.resolve_head(head)
+        found[head_name(layer, index)] = [role] if isinstance(role, str) else list(role)
+    return found
+
+
+def _skeleton(
+    model: AttnOnlyTransformer, roles: Mapping[str, list[str]], title: str | None
+) -> graphviz.Digraph:
+    cfg = model.cfg
+    graph = graphviz.Digraph(name="circuit")
+    graph.attr(rankdir="BT", nodesep="0.35", ranksep="0.45", fontname="Helvetica")
+    graph.attr("node", fontname="Helvetica", fontsize="11")
+    graph.attr("edge", fontname="Helvetica", fontsize="9", arrowsize="0.6")
+    if title is not None:
+        graph.attr(label=escape_label(title), labelloc="t", fontsize="14")
+    box = {"shape": "box", "style": "rounded,filled", "fillcolor": "#eeeeee"}
+    graph.node("W_E", escape_label(_SOURCES["W_E"]), **box)
+    graph.edge("W_E", "resid 0", color="#888888")
+    if model.W_P is not None:
+        graph.node("W_P", escape_label(_SOURCES["W_P"]), **box)
+        if cfg.positional_embedding_type == "standard":
+            graph.edge("W_P", "resid 0", color="#888888")
+    for layer in range(cfg.n_layers + 1):
+        graph.node(
+            f"resid {layer}", escape_label(f"x{layer}"), shape="circle", width="0.35",
+            fixedsize="true", fontsize="9", color="#555555",
+        )  # fmt: skip
+    for layer in range(cfg.n_layers):
+        with graph.subgraph(name=f"layer {layer}") as rank:
+            rank.attr(rank="same")
+            for head in range(cfg.n_heads):
+                name = head_name(layer, head)
+                label = escape_label("\n".join(roles.get(name, [])), bold=name)
+                rank.node(name, label, shape="box", style="rounded", color="#333333")
+        graph.edge(f"resid {layer}", f"resid {layer + 1}", color="#555555", penwidth="2.5")
+        for head in range(cfg.n_heads):
+            name = head_name(layer, head)
+            graph.edge(f"resid {layer}", name, color="#bbbbbb", arrowhead="none")
+            graph.edge(name, f"resid {layer + 1}", color="#bbbbbb")
+            if cfg.positional_embedding_type == "shortformer":
+                graph.edge("W_P", name, color="#bbbbbb", style="dashed", constraint="false",
+                           tooltip="shortformer positions: queries and keys only")  # fmt: skip
+    graph.node(_SINK, escape_label("logits  W_U"), **box)
+    graph.edge(f"resid {cfg.n_layers}", _SINK, color="#888888")
+    return graph
+
+
+def _composition_edges(
+    model: AttnOnlyTransformer, composition: Mapping[str, Any] | None, threshold: float
+) -> list[tuple[str, str, str, float]]:
+    """``(kind, writer, reader, score)`` for every defined score ``≥ threshold``, strongest first."""
+    if not composition:
+        return []
+    cfg = model.cfg
+    shape = (cfg.n_layers, cfg.n_heads, cfg.n_layers, cfg.n_heads)
+    edges = []
+    for kind, values in composition.items():
+        if kind not in COMPOSITION_STYLES:
+            raise RenderError(f"unknown composition kind {kind!r}; expected one of Q, K, V")
+        scores = np.asarray(values, dtype=float)
+        if scores.shape != shape:
+            raise RenderError(
+                f"composition[{kind!r}]: expected scores of shape {list(shape)}, "
+                f"got {list(scores.shape)}"
+            )
+        for l1, h1, l2, h2 in zip(*np.nonzero(scores >= threshold), strict=True):
+            if l1 < l2:
+                score = float(scores[l1, h1, l2, h2])
+                edges.append((kind, head_name(l1, h1), head_name(l2, h2), score))
+    return sorted(edges, key=lambda edge: -edge[3])
+
+
+def _path_nodes(model: AttnOnlyTransformer, path: Sequence[str]) -> list[str]:
+    """Node names of a path, checked: a source, heads in increasing layers, the sink."""
+    if isinstance(path, str) or not path:
+        raise PathError(f"a path is a non-empty sequence of node names, got {path!r}")
+    nodes = list(path)
+    if nodes[0] not in _SOURCES:
+        nodes.insert(0, "W_E")
+    if nodes[-1] != _SINK:
+        nodes.append(_SINK)
+    if nodes[0] == "W_P" and model.W_P is None:
+        raise PathError("path starts at W_P, but the model has no positional embedding")
+    layers = []
+    for node in nodes[1:-1]:
+        try:
+            layers.append(model.cfg.resolve_head(node)[0])
+        except CircuitsError:
+            raise PathError(
+                f"path {list(path)}: {node!r} is not a head of the model; expected names like "
+                f"'0.1' between a source (W_E, W_P) and W_U"
+            ) from None
+    if any(b <= a for a, b in itertools.pairwise(layers)):
+        raise PathError(f"path {list(path)}: heads must be in strictly increasing layers")
+    return nodes
+
+
+def _highlight(
+    graph: graphviz.Digraph, model: AttnOnlyTransformer, path: Sequence[str], colour: str
+) -> None:
+    nodes = _path_nodes(model, path)
+    tooltip = " → ".join(nodes)
+    for node in nodes:
+        graph.node(node, style="rounded,filled,bold", fillcolor=colour + "33", color=colour)
+    for start, end in itertools.pairwise(nodes):
+        graph.edge(start, end, color=colour, penwidth="3", constraint="false", tooltip=tooltip)
+
+
+# ---------------------------------------------------------------------- output
+@dataclass(frozen=True)
+class Saved:
+    """Where :func:`save_diagram` wrote; ``note`` is set when it fell back to ``.dot`` source."""
+
+    path: Path
+    note: str | None = None
+
+
+def save_diagram(graph: graphviz.Digraph, path: str | Path) -> Saved:
+    """Write ``graph`` to ``path`` as ``.svg``, ``.png``, ``.pdf`` or ``.dot`` (chosen by suffix).
+
+    Without Graphviz's ``dot`` program, writes the ``.dot`` source next to ``path`` instead and
+    returns a note saying so and how to install Graphviz.
+    """
+    target = Path(path)
+    suffix = target.suffix.lower()
+    if suffix not in FORMATS:
+        raise RenderError(f"{target}: unknown diagram type {suffix!r}; expected one of {FORMATS}")
+    if suffix != ".dot":
+        try:
+            data = graph.pipe(format=suffix[1:])
+        except graphviz.ExecutableNotFound:
+            fallback = target.with_suffix(".dot")
+            _write(fallback, graph.source.encode())
+            return Saved(
+                fallback, f"Graphviz's dot was not found: wrote {fallback}; {GRAPHVIZ_HINT}"
+            )
+        _write(target, data)
+        return Saved(target)
+    _write(target, graph.source.encode())
+    return Saved(target)
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as error:
+        raise RenderError(f"{path}: cannot write ({error.strerror or error})") from None
+
+
+def to_svg(graph: graphviz.Digraph) -> str | None:
+    """The SVG text of ``graph``, or ``None`` without Graphviz's ``dot`` (for notebook display)."""
+    try:
+        svg: str = graph.pipe(format="svg", encoding="utf-8")
+    except graphviz.ExecutableNotFound:
+        return None
+    return svg

@@ -1,0 +1,218 @@
+"""Diagrams: valid SVG whose nodes and edges carry the expected names, escaping, the .dot fallback."""
+
+from __future__ import annotations
+
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from circuits import AttnOnlyTransformer, HeadError, render
+from circuits import testing as ct
+from circuits.errors import PathError, RenderError
+
+SVG = "{http://www.w3.org/2000/svg}"
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is missing")
+CFG = {"n_layers": 2, "n_heads": 3, "d_model": 6, "d_head": 2, "d_vocab": 5, "n_ctx": 4}
+
+
+def svg_titles(svg: str, kind: str) -> list[str]:
+    """The <title> of every node or edge group of an SVG written by dot (parsing proves validity)."""
+    root = ET.fromstring(svg)
+    return [
+        "".join(group.find(f"{SVG}title").itertext())  # type: ignore[union-attr]
+        for group in root.iter(f"{SVG}g")
+        if group.get("class") == kind
+    ]
+
+
+def svg_text(svg: str) -> str:
+    return "\n".join("".join(t.itertext()) for t in ET.fromstring(svg).iter(f"{SVG}text"))
+
+
+def random_model(**changes: object) -> AttnOnlyTransformer:
+    return AttnOnlyTransformer.random({**CFG, **changes})  # type: ignore[arg-type]
+
+
+@needs_dot
+@given(ct.models(ct.configs(n_layers=(0, 3), n_heads=(1, 3))))
+@settings(max_examples=10)
+def test_nodes_are_named_after_the_model(model: AttnOnlyTransformer) -> None:
+    svg = render.to_svg(render.circuit_diagram(model))
+    assert svg is not None
+    L = model.cfg.n_layers
+    expected = {
+        "W_E",
+        "W_U",
+        *model.cfg.head_names(),
+        *(f"resid {layer}" for layer in range(L + 1)),
+    }
+    if model.W_P is not None:
+        expected.add("W_P")
+    assert set(svg_titles(svg, "node")) == expected
+    edges = set(svg_titles(svg, "edge"))
+    for layer, head in model.cfg.heads():
+        assert {f"resid {layer}->{layer}.{head}", f"{layer}.{head}->resid {layer + 1}"} <= edges
+    assert ("W_P->resid 0" in edges) == (model.cfg.positional_embedding_type == "standard")
+
+
+@needs_dot
+def test_roles_from_metadata_and_arguments_are_shown() -> None:
+    model = random_model().replace(
+        metadata={"head_roles": {"previous_token": ["0.1"], "induction": ["1.2", "7.7"]}}
+    )
+    assert render.head_roles(model) == {"0.1": ["previous token"], "1.2": ["induction"]}
+    text = svg_text(render.to_svg(render.circuit_diagram(model)) or "")
+    assert "previous token" in text and "induction" in text
+    given_roles = render.circuit_diagram(model, roles={"1.0": ["copy", "name mover"]})
+    text = svg_text(render.to_svg(given_roles) or "")
+    assert "name mover" in text and "induction" not in text
+    with pytest.raises(HeadError):
+        render.circuit_diagram(model, roles={"5.0": "nowhere"})
+    flipped = model.replace(metadata={"head_roles": {"0.0": "duplicate token"}})
+    assert render.head_roles(flipped) == {"0.0": ["duplicate token"]}
+
+
+LABEL_CHARS = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cs", "Cc"))
+    | st.sampled_from("\n\"'<>&\\{}|"),
+    min_size=1,
+    max_size=12,
+)
+
+
+@needs_dot
+@given(LABEL_CHARS, LABEL_CHARS)
+@settings(max_examples=15)
+def test_labels_with_special_characters_render_as_written(role: str, title: str) -> None:
+    svg = render.to_svg(render.circuit_diagram(random_model(), roles={"1.1": role}, title=title))
+    assert svg is not None
+    text = svg_text(svg)
+    for written in (role, title):
+        for line in written.split("\n"):
+            assert line.strip() in text
+
+
+def scores_with(entries: dict[tuple[int, int, int, int], float]) -> np.ndarray:
+    scores = np.full((2, 3, 2, 3), np.nan)
+    scores[0, :, 1, :] = 0.05
+    for index, value in entries.items():
+        scores[index] = value
+    return scores
+
+
+@needs_dot
+def test_composition_edges_above_threshold_styled_by_kind() -> None:
+    composition = {
+        "K": scores_with({(0, 1, 1, 2): 0.9, (0, 0, 1, 0): 0.3}),
+        "Q": scores_with({(0, 2, 1, 1): 0.5}),
+        "V": scores_with({}),
+    }
+    graph = render.circuit_diagram(random_model(), composition=composition, threshold=0.4)
+    svg = render.to_svg(graph) or ""
+    head_edges = [e for e in svg_titles(svg, "edge") if not ("W_" in e or "resid" in e)]
+    assert sorted(head_edges) == ["0.1->1.2", "0.2->1.1"]
+    assert "style=dotted" in graph.source and "penwidth=5.50" in graph.source  # K, 1 + 5·0.9
+    assert "style=dashed" in graph.source and "penwidth=3.50" in graph.source  # Q, 1 + 5·0.5
+    low = render.circuit_diagram(random_model(), composition=composition, threshold=0.0)
+    low_edges = [e for e in svg_titles(render.to_svg(low) or "", "edge") if "W_" not in e]
+    assert len([e for e in low_edges if "resid" not in e]) == 3 * 9  # NaN pairs never drawn
+
+
+@given(st.data())
+@settings(max_examples=15)
+def test_composition_edges_are_exactly_the_scores_above_threshold(data: st.DataObject) -> None:
+    model = random_model()
+    values = st.floats(0, 1) | st.just(float("nan"))
+    arrays = {
+        kind: np.array(data.draw(st.lists(values, min_size=36, max_size=36))).reshape(2, 3, 2, 3)
+        for kind in data.draw(st.sets(st.sampled_from("QKV"), min_size=1))
+    }
+    threshold = data.draw(st.floats(0, 1))
+    source = render.circuit_diagram(model, composition=arrays, threshold=threshold).source
+    expected = sum(
+        1
+        for scores in arrays.values()
+        for l1, l2 in [(0, 1)]
+        for h1 in range(3)
+        for h2 in range(3)
+        if scores[l1, h1, l2, h2] >= threshold
+    )
+    assert source.count("-composition ") == expected
+
+
+@needs_dot
+def test_highlighted_paths_are_drawn_from_source_to_sink() -> None:
+    graph = render.circuit_diagram(random_model(), highlight=[["0.1", "1.2"], ["W_P", "1.0"]])
+    edges = svg_titles(render.to_svg(graph) or "", "edge")
+    for edge in ("W_E->0.1", "0.1->1.2", "1.2->W_U", "W_P->1.0", "1.0->W_U"):
+        assert edge in edges
+    assert graph.source.count("W_E → 0.1 → 1.2 → W_U") == 3
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        (["1.0", "0.1"], "strictly increasing layers"),
+        (["0.1", "0.2"], "strictly increasing layers"),
+        (["W_E", "9.9", "W_U"], "'9.9' is not a head"),
+        (["W_E", "W_X"], "'W_X' is not a head"),
+        ("0.1", "non-empty sequence"),
+        ([], "non-empty sequence"),
+    ],
+)
+def test_bad_paths_are_rejected(path: list[str], message: str) -> None:
+    with pytest.raises(PathError, match=message):
+        render.circuit_diagram(random_model(), highlight=[path])
+
+
+def test_paths_from_missing_positions_are_rejected() -> None:
+    model = random_model(positional_embedding_type="none")
+    with pytest.raises(PathError, match="no positional embedding"):
+        render.circuit_diagram(model, highlight=[["W_P", "0.0"]])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"threshold": float("nan")}, "threshold"),
+        ({"composition": {"X": np.zeros((2, 3, 2, 3))}}, "unknown composition kind 'X'"),
+        ({"composition": {"K": np.zeros((2, 3))}}, r"expected scores of shape \[2, 3, 2, 3\]"),
+    ],
+)
+def test_bad_options_get_a_render_error(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(RenderError, match=message):
+        render.circuit_diagram(random_model(), **kwargs)  # type: ignore[arg-type]
+
+
+@needs_dot
+@pytest.mark.parametrize(
+    ("suffix", "magic"),
+    [(".svg", b"<?xml"), (".png", b"\x89PNG"), (".pdf", b"%PDF"), (".dot", b"digraph")],
+)
+def test_save_diagram_writes_each_format(tmp_path: Path, suffix: str, magic: bytes) -> None:
+    saved = render.save_diagram(render.circuit_diagram(random_model()), tmp_path / f"m{suffix}")
+    assert saved.note is None and saved.path == tmp_path / f"m{suffix}"
+    assert saved.path.read_bytes().startswith(magic)
+
+
+def test_missing_dot_falls_back_to_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no dot on an empty PATH
+    graph = render.circuit_diagram(random_model())
+    saved = render.save_diagram(graph, tmp_path / "model.svg")
+    assert saved.path == tmp_path / "model.dot" and not (tmp_path / "model.svg").exists()
+    assert saved.path.read_text() == graph.source
+    assert saved.note is not None and "apt-get install graphviz" in saved.note
+    assert render.to_svg(graph) is None
+
+
+def test_save_diagram_errors(tmp_path: Path) -> None:
+    graph = render.circuit_diagram(random_model())
+    with pytest.raises(RenderError, match=r"unknown diagram type '\.jpg'"):
+        render.save_diagram(graph, tmp_path / "m.jpg")
+    with pytest.raises(RenderError, match="cannot write"):
+        render.save_diagram(graph, tmp_path / "missing" / "m.dot")
