@@ -1,0 +1,71 @@
+"""What a researcher runs on a model to find its circuits.
+
+* :mod:`.composition` — Q-, K-, V-composition scores of every pair of heads, their random baseline;
+* :mod:`.eigen` — eigenvalue spectra from small cores: copying, QK positivity, prefix matching;
+* :mod:`.full_circuits` — token/positional QK, OV, virtual and composition circuits, factored,
+  with labelled top-k readouts;
+* :mod:`.detection` — behavioural scores on repeated random tokens and head detection.
+"""
+
+from .composition import (
+    all_composition_scores,
+    composition_baseline,
+    composition_scores,
+    relative_composition_scores,
+)
+from .detection import behaviour_scores, copying_evaluator, detect_heads, repeated_random_tokens
+from .eigen import (
+    copying_scores,
+    eigenvalue_positivity,
+    k_composition_eigenvalues,
+    ov_eigenvalues,
+    prefix_matching_scores,
+    qk_eigenvalues,
+    qk_positivity,
+)
+from .full_circuits import (
+    Entry,
+    attended_offsets,
+    column_top,
+    k_composition_circuit,
+    ov_circuit,
+    positional_pattern,
+    positional_qk_circuit,
+    q_composition_circuit,
+    token_qk_circuit,
+    top_copied_tokens,
+    top_diagonal,
+    top_entries,
+    virtual_ov_circuit,
+)
+
+__all__ = [
+    "Entry",
+    "all_composition_scores",
+    "attended_offsets",
+    "behaviour_scores",
+    "column_top",
+    "composition_baseline",
+    "composition_scores",
+    "copying_evaluator",
+    "copying_scores",
+    "detect_heads",
+    "eigenvalue_positivity",
+    "k_composition_circuit",
+    "k_composition_eigenvalues",
+    "ov_circuit",
+    "ov_eigenvalues",
+    "positional_pattern",
+    "positional_qk_circuit",
+    "prefix_matching_scores",
+    "q_composition_circuit",
+    "qk_eigenvalues",
+    "qk_positivity",
+    "relative_composition_scores",
+    "repeated_random_tokens",
+    "token_qk_circuit",
+    "top_copied_tokens",
+    "top_diagonal",
+    "top_entries",
+    "virtual_ov_circuit",
+]

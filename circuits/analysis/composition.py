@@ -1,0 +1,186 @@
+r"""Q-, K- and V-composition scores between heads, and the random-matrix baseline.
+
+For a head :math:`h_1` writing in layer :math:`l_1` and a head :math:`h_2` reading in a later layer
+:math:`l_2`, with :math:`\|\cdot\|` the Frobenius norm,
+
+.. math::
+
+    C_Q = \frac{\|W_{QK}^{h_2\,T} W_{OV}^{h_1}\|}{\|W_{QK}^{h_2}\|\,\|W_{OV}^{h_1}\|}, \qquad
+    C_K = \frac{\|W_{QK}^{h_2} W_{OV}^{h_1}\|}{\|W_{QK}^{h_2}\|\,\|W_{OV}^{h_1}\|}, \qquad
+    C_V = \frac{\|W_{OV}^{h_2} W_{OV}^{h_1}\|}{\|W_{OV}^{h_2}\|\,\|W_{OV}^{h_1}\|}.
+
+These are TransformerLens's ``all_composition_scores`` (whose row-convention ``OV`` is the
+transpose of our :math:`W_{OV}`), except that undefined pairs (:math:`l_1 \ge l_2`) are NaN here,
+not 0.
+
+**How it is computed.** Each reading map is a product :math:`L R` of a ``d × k`` and a ``k × d``
+factor (:math:`K^T Q` for Q, :math:`Q^T K` for K, :math:`O V` for V) and each writing map is
+:math:`O_1 V_1`. With thin QR factorisations :math:`L = P\,R_L` and :math:`V_1^T = P_1 R_1`
+(orthonormal :math:`P, P_1`),
+
+.. math::
+
+    \|L R\,O_1 V_1\| = \|\tilde R\,\tilde O_1\|,\qquad \tilde R = R_L R \ (k\times d),\quad
+    \tilde O_1 = O_1 R_1^T \ (d\times k),
+
+so every numerator is the Frobenius norm of one ``k × k`` block of a single cross product
+:math:`[\tilde R_{\text{all heads}}]\,[\tilde O_{\text{all heads}}]`, and the denominators are
+:math:`\|\tilde R\|` and :math:`\|\tilde O_1\|`. No ``d × d`` matrix is ever formed.
+
+**Baseline.** If either head's row and column spaces are uniformly random (Haar-distributed
+orientation, any singular values), :math:`E[C^2] = 1/d_\text{model}` exactly: for
+:math:`Y = U Y_0 U'^T` with Haar :math:`U`, :math:`E\|XY\|^2 = \|X\|^2\|Y_0\|^2/d`. So
+:math:`1/\sqrt{d_\text{model}}` is the root-mean-square score of unrelated heads; a Monte Carlo
+estimate of the mean score of heads with Gaussian factors of the model's shapes is also offered.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, cast, get_args
+
+import numpy as np
+
+from .._arrays import FloatArray
+from .._checks import is_int
+from ..errors import AnalysisError
+from ..model import AttnOnlyTransformer
+from ._heads import writer_reader_tensor
+
+__all__ = [
+    "CompositionKind",
+    "all_composition_scores",
+    "composition_baseline",
+    "composition_scores",
+    "relative_composition_scores",
+]
+
+CompositionKind = Literal["Q", "K", "V"]
+COMPOSITION_KINDS: tuple[str, ...] = get_args(CompositionKind)
+
+
+def composition_scores(model: AttnOnlyTransformer, kind: str) -> FloatArray:
+    r"""Composition scores ``[n_layers, n_heads, n_layers, n_heads]`` of one ``kind`` (Q, K or V).
+
+    Entry ``[l₁, h₁, l₂, h₂]`` is :math:`\|M^{h_2} W_{OV}^{h_1}\| / (\|M^{h_2}\|\,\|W_{OV}^{h_1}\|)`
+    with :math:`M = W_{QK}^T` (Q), :math:`W_{QK}` (K) or :math:`W_{OV}` (V) of the reading head
+    h₂; NaN where ``l₁ ≥ l₂`` or where a head's map is zero. Biases play no part.
+    """
+    return all_composition_scores(model, kinds=(kind,))[_check_kind(kind)]
+
+
+def all_composition_scores(
+    model: AttnOnlyTransformer, kinds: tuple[str, ...] = COMPOSITION_KINDS
+) -> dict[str, FloatArray]:
+    """The :func:`composition_scores` of several kinds (default all three), from one cross product.
+
+    Returns a dict from kind (``"Q"``, ``"K"``, ``"V"``) to ``[n_layers, n_heads, n_layers, n_heads]``.
+    """
+    kinds = tuple(dict.fromkeys(_check_kind(kind) for kind in kinds))
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    if L < 2:
+        return {kind: np.full((L, H, L, H), np.nan, dtype=model.dtype) for kind in kinds}
+    writers = _whiten_writer(model.W_O[:-1], model.W_V[:-1])  # layers 0…L-2: [L-1, H, d, s]
+    readers = np.stack([_whitened_readers(model, kind) for kind in kinds])  # [K, L-1, H, r, d]
+    scores = _pair_scores(
+        readers.reshape(-1, *readers.shape[-2:]), writers.reshape(-1, *writers.shape[-2:])
+    ).reshape(len(kinds), L - 1, H, L - 1, H)  # [kind, l₂ - 1, h₂, l₁, h₁]
+    return {kind: writer_reader_tensor(scores[i], L) for i, kind in enumerate(kinds)}
+
+
+def composition_baseline(
+    model: AttnOnlyTransformer, *, n_samples: int | None = None, seed: int = 0
+) -> float:
+    r"""The score two unrelated heads of this model's shapes would get.
+
+    Without ``n_samples``: :math:`1/\sqrt{d_\text{model}}`, the exact root-mean-square score when
+    either head's orientation in the residual stream is uniformly random (any singular values,
+    any kind). With ``n_samples``: the Monte Carlo mean score of ``n_samples`` independent pairs
+    of heads whose four factors (``d_model × d_head`` and ``d_head × d_model``) have i.i.d.
+    standard normal entries.
+    """
+    d, k = model.cfg.d_model, model.cfg.d_head
+    if n_samples is None:
+        return 1.0 / math.sqrt(d)
+    if not (is_int(n_samples) and n_samples >= 1):
+        raise AnalysisError(f"n_samples must be an integer ≥ 1 or None, got {n_samples!r}")
+    rng = np.random.default_rng(seed)
+    left, reading, out, value = (
+        rng.standard_normal((n_samples, *shape)) for shape in ((d, k), (k, d), (d, k), (k, d))
+    )
+    readers, writers = _whiten_reader(left, reading), _whiten_writer(out, value)
+    numerators = np.sqrt(np.sum((readers @ writers) ** 2, axis=(1, 2)))
+    return float(np.mean(_normalise(numerators, _norms(readers), _norms(writers))))
+
+
+def relative_composition_scores(
+    model: AttnOnlyTransformer, kind: str, *, n_samples: int | None = None, seed: int = 0
+) -> FloatArray:
+    """:func:`composition_scores` divided by :func:`composition_baseline` (1 = chance level)."""
+    scores = composition_scores(model, kind)
+    relative: FloatArray = scores / composition_baseline(model, n_samples=n_samples, seed=seed)
+    return relative
+
+
+# ---------------------------------------------------------------------- internals
+def _check_kind(kind: object) -> str:
+    name = kind.upper() if isinstance(kind, str) else kind
+    if name not in COMPOSITION_KINDS:
+        raise AnalysisError(f"composition kind must be one of {COMPOSITION_KINDS}, got {kind!r}")
+    return str(name)
+
+
+def _whitened_readers(model: AttnOnlyTransformer, kind: str) -> FloatArray:
+    r""":math:`R_L R` of the heads of layers 1…L-1, ``[L-1, n_heads, r, d]``; the reading map is :math:`L R`.
+
+    Q: :math:`W_{QK}^T = K^T Q`; K: :math:`W_{QK} = Q^T K`; V: :math:`W_{OV} = O V`.
+    """
+    Q, K = model.W_Q[1:], model.W_K[1:]
+    left, reading = {
+        "Q": (K.swapaxes(-1, -2), Q),
+        "K": (Q.swapaxes(-1, -2), K),
+        "V": (model.W_O[1:], model.W_V[1:]),
+    }[kind]
+    return _whiten_reader(left, reading)
+
+
+def _whiten_reader(left: FloatArray, reading: FloatArray) -> FloatArray:
+    r""":math:`R_L\,\text{reading}` with :math:`L = P R_L` (thin QR): :math:`\|L X\| = \|R_L X\|` for any X."""
+    r_left = cast(FloatArray, np.linalg.qr(left, mode="r"))  # stubs mistype mode="r"
+    result: FloatArray = r_left @ reading
+    return result
+
+
+def _whiten_writer(out: FloatArray, value: FloatArray) -> FloatArray:
+    r""":math:`O R_V^T` with :math:`V^T = P R_V` (thin QR): :math:`\|X O V\| = \|X O R_V^T\|` for any X."""
+    r_value = cast(FloatArray, np.linalg.qr(value.swapaxes(-1, -2), mode="r"))
+    result: FloatArray = out @ r_value.swapaxes(-1, -2)
+    return result
+
+
+def _pair_scores(readers: FloatArray, writers: FloatArray) -> FloatArray:
+    r""":math:`\|R_a O_b\| / (\|R_a\|\,\|O_b\|)` for every pair, ``[n_readers, n_writers]``.
+
+    ``readers`` is ``[n_readers, r, d]``, ``writers`` ``[n_writers, d, s]`` (whitened factors); the
+    ``r × s`` blocks of one product of the stacked factors hold every numerator.
+    """
+    n_r, r, d = readers.shape
+    n_w, _, s = writers.shape
+    cross = readers.reshape(n_r * r, d) @ writers.transpose(1, 0, 2).reshape(d, n_w * s)
+    numerators = np.sqrt(np.sum(cross.reshape(n_r, r, n_w, s) ** 2, axis=(1, 3)))
+    return _normalise(numerators, _norms(readers)[:, None], _norms(writers)[None, :])
+
+
+def _norms(factors: FloatArray) -> FloatArray:
+    """The Frobenius norm of each matrix of a stack ``[…, a, b]``."""
+    result: FloatArray = np.sqrt(np.sum(factors**2, axis=(-2, -1)))
+    return result
+
+
+def _normalise(numerators: FloatArray, left: FloatArray, right: FloatArray) -> FloatArray:
+    """``numerators / (left · right)``, NaN where the denominator is 0 (a zero map)."""
+    denominators = left * right
+    shape = np.broadcast_shapes(numerators.shape, denominators.shape)
+    result: FloatArray = np.full(shape, np.nan, dtype=numerators.dtype)
+    np.divide(numerators, denominators, out=result, where=denominators > 0)
+    return result
