@@ -59,8 +59,8 @@ GRAPHVIZ_HINT = (
     "graphviz; conda: conda install graphviz), or paste the .dot source into any Graphviz viewer"
 )
 _PATH_COLOURS = ("#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
-_SOURCES = {"W_E": "tokens  W_E", "W_P": "positions  W_P"}
-_SINK = "W_U"
+EMBED, POS_EMBED, UNEMBED = "embed", "pos_embed", "unembed"
+_SOURCES = {EMBED: "tokens  W_E", POS_EMBED: "positions  W_P"}
 
 
 def escape_label(text: object, *, bold: str | None = None) -> str:
@@ -109,11 +109,11 @@ def circuit_diagram(
     n_layers, n_heads]`` (entry ``[l₁, h₁, l₂, h₂]`` from writer ``l₁.h₁`` to reader ``l₂.h₂``, as
     ``circuits.analysis.all_composition_scores`` returns them); each score ``≥ threshold`` becomes
     an edge. ``roles`` (default: :func:`head_roles`) labels heads. Each path of ``highlight`` is a
-    sequence of node names (``"W_E"``, ``"W_P"``, head names ``"l.h"``, ``"W_U"``); a path of head
-    names alone runs from ``W_E`` to ``W_U``.
+    sequence of node names (``"embed"``, ``"pos_embed"``, head names ``"l.h"``, ``"unembed"``, as in
+    :mod:`circuits.graph`); a path of head names alone runs from ``embed`` to ``unembed``.
 
-    Node names in the graph (and in its SVG) are ``W_E``, ``W_P``, ``resid 0`` … ``resid L``, the
-    head names and ``W_U``.
+    Node names in the diagram (the ``<title>`` of each node in its SVG) are ``embed``,
+    ``pos_embed``, ``resid 0`` … ``resid L``, the head names and ``unembed``.
     """
     if not (is_real(threshold) and math.isfinite(threshold)):
         raise RenderError(f"threshold must be a finite number, got {threshold!r}")
@@ -158,12 +158,12 @@ def _skeleton(
     if title is not None:
         graph.attr(label=escape_label(title), labelloc="t", fontsize="14")
     box = {"shape": "box", "style": "rounded,filled", "fillcolor": "#eeeeee"}
-    graph.node("W_E", escape_label(_SOURCES["W_E"]), **box)
-    graph.edge("W_E", "resid 0", color="#888888")
-    if model.W_P is not None:
-        graph.node("W_P", escape_label(_SOURCES["W_P"]), **box)
-        if cfg.positional_embedding_type == "standard":
-            graph.edge("W_P", "resid 0", color="#888888")
+    for source, label in _SOURCES.items():
+        if source == EMBED or model.W_P is not None:
+            graph.node(source, escape_label(label), **box)
+    graph.edge(EMBED, "resid 0", color="#888888")
+    if cfg.positional_embedding_type == "standard":
+        graph.edge(POS_EMBED, "resid 0", color="#888888")
     for layer in range(cfg.n_layers + 1):
         graph.node(
             f"resid {layer}", escape_label(f"x{layer}"), shape="circle", width="0.35",
@@ -182,10 +182,10 @@ def _skeleton(
             graph.edge(f"resid {layer}", name, color="#bbbbbb", arrowhead="none")
             graph.edge(name, f"resid {layer + 1}", color="#bbbbbb")
             if cfg.positional_embedding_type == "shortformer":
-                graph.edge("W_P", name, color="#bbbbbb", style="dashed", constraint="false",
+                graph.edge(POS_EMBED, name, color="#bbbbbb", style="dashed", constraint="false",
                            tooltip="shortformer positions: queries and keys only")  # fmt: skip
-    graph.node(_SINK, escape_label("logits  W_U"), **box)
-    graph.edge(f"resid {cfg.n_layers}", _SINK, color="#888888")
+    graph.node(UNEMBED, escape_label("logits  W_U"), **box)
+    graph.edge(f"resid {cfg.n_layers}", UNEMBED, color="#888888")
     return graph
 
 
@@ -220,11 +220,11 @@ def _path_nodes(model: AttnOnlyTransformer, path: Sequence[str]) -> list[str]:
         raise PathError(f"a path is a non-empty sequence of node names, got {path!r}")
     nodes = list(path)
     if nodes[0] not in _SOURCES:
-        nodes.insert(0, "W_E")
-    if nodes[-1] != _SINK:
-        nodes.append(_SINK)
-    if nodes[0] == "W_P" and model.W_P is None:
-        raise PathError("path starts at W_P, but the model has no positional embedding")
+        nodes.insert(0, EMBED)
+    if nodes[-1] != UNEMBED:
+        nodes.append(UNEMBED)
+    if nodes[0] == POS_EMBED and model.W_P is None:
+        raise PathError("path starts at pos_embed, but the model has no positional embedding")
     layers = []
     for node in nodes[1:-1]:
         try:
@@ -232,7 +232,7 @@ def _path_nodes(model: AttnOnlyTransformer, path: Sequence[str]) -> list[str]:
         except CircuitsError:
             raise PathError(
                 f"path {list(path)}: {node!r} is not a head of the model; expected names like "
-                f"'0.1' between a source (W_E, W_P) and W_U"
+                f"'0.1' between a source ({EMBED}, {POS_EMBED}) and {UNEMBED}"
             ) from None
     if any(b <= a for a, b in itertools.pairwise(layers)):
         raise PathError(f"path {list(path)}: heads must be in strictly increasing layers")

@@ -46,18 +46,18 @@ def test_nodes_are_named_after_the_model(model: AttnOnlyTransformer) -> None:
     assert svg is not None
     L = model.cfg.n_layers
     expected = {
-        "W_E",
-        "W_U",
+        "embed",
+        "unembed",
         *model.cfg.head_names(),
         *(f"resid {layer}" for layer in range(L + 1)),
     }
     if model.W_P is not None:
-        expected.add("W_P")
+        expected.add("pos_embed")
     assert set(svg_titles(svg, "node")) == expected
     edges = set(svg_titles(svg, "edge"))
     for layer, head in model.cfg.heads():
         assert {f"resid {layer}->{layer}.{head}", f"{layer}.{head}->resid {layer + 1}"} <= edges
-    assert ("W_P->resid 0" in edges) == (model.cfg.positional_embedding_type == "standard")
+    assert ("pos_embed->resid 0" in edges) == (model.cfg.positional_embedding_type == "standard")
 
 
 @needs_dot
@@ -147,11 +147,11 @@ def test_composition_edges_are_exactly_the_scores_above_threshold(data: st.DataO
 
 @needs_dot
 def test_highlighted_paths_are_drawn_from_source_to_sink() -> None:
-    graph = render.circuit_diagram(random_model(), highlight=[["0.1", "1.2"], ["W_P", "1.0"]])
+    graph = render.circuit_diagram(random_model(), highlight=[["0.1", "1.2"], ["pos_embed", "1.0"]])
     edges = svg_titles(render.to_svg(graph) or "", "edge")
-    for edge in ("W_E->0.1", "0.1->1.2", "1.2->W_U", "W_P->1.0", "1.0->W_U"):
+    for edge in ("embed->0.1", "0.1->1.2", "1.2->unembed", "pos_embed->1.0", "1.0->unembed"):
         assert edge in edges
-    assert graph.source.count("W_E → 0.1 → 1.2 → W_U") == 3
+    assert graph.source.count("embed → 0.1 → 1.2 → unembed") == 3
 
 
 @pytest.mark.parametrize(
@@ -159,8 +159,8 @@ def test_highlighted_paths_are_drawn_from_source_to_sink() -> None:
     [
         (["1.0", "0.1"], "strictly increasing layers"),
         (["0.1", "0.2"], "strictly increasing layers"),
-        (["W_E", "9.9", "W_U"], "'9.9' is not a head"),
-        (["W_E", "W_X"], "'W_X' is not a head"),
+        (["embed", "9.9", "unembed"], "'9.9' is not a head"),
+        (["embed", "W_X"], "'W_X' is not a head"),
         ("0.1", "non-empty sequence"),
         ([], "non-empty sequence"),
     ],
@@ -173,7 +173,7 @@ def test_bad_paths_are_rejected(path: list[str], message: str) -> None:
 def test_paths_from_missing_positions_are_rejected() -> None:
     model = random_model(positional_embedding_type="none")
     with pytest.raises(PathError, match="no positional embedding"):
-        render.circuit_diagram(model, highlight=[["W_P", "0.0"]])
+        render.circuit_diagram(model, highlight=[["pos_embed", "0.0"]])
 
 
 @pytest.mark.parametrize(
