@@ -11,7 +11,9 @@ __all__ = [
     "AnalysisError",
     "CircuitsError",
     "ConfigError",
+    "ConstructionError",
     "HeadError",
+    "LayoutError",
     "MissingDependencyError",
     "ModelFileError",
     "NumericalError",
@@ -19,6 +21,7 @@ __all__ = [
     "RenderError",
     "ShapeError",
     "TokenError",
+    "VerificationError",
     "WeightError",
 ]
 
@@ -70,3 +73,16 @@ class RenderError(CircuitsError, ValueError):
 
 class MissingDependencyError(CircuitsError, ImportError):
     """An optional dependency (matplotlib for plots) is not installed; the message says how to get it."""
+
+
+class LayoutError(CircuitsError, ValueError):
+    """A residual layout is inconsistent, or a block or labelled direction is named that it lacks."""
+
+
+class ConstructionError(CircuitsError, ValueError):
+    """A hand-built circuit cannot be realised: a map needs more than ``d_head`` dimensions, its
+    factors do not reproduce it, or a symbolic scale is left where numbers are needed."""
+
+
+class VerificationError(CircuitsError, ValueError):
+    """A certificate or exhaustive check is asked for a model or family it does not cover."""
