@@ -49,11 +49,15 @@ def transformer_lens_reference(model: AttnOnlyTransformer, kind: str) -> np.ndar
 
 
 @given(ct.models(CONFIGS), st.sampled_from("QKV"))
-def test_scores_match_the_transformer_lens_definition(model: AttnOnlyTransformer, kind: str) -> None:
+def test_scores_match_the_transformer_lens_definition(
+    model: AttnOnlyTransformer, kind: str
+) -> None:
     scores = composition_scores(model, kind)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     assert scores.shape == (L, H, L, H)
-    np.testing.assert_allclose(scores, transformer_lens_reference(model, kind), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        scores, transformer_lens_reference(model, kind), rtol=1e-10, atol=1e-12
+    )
 
 
 @given(ct.models(DEEP), st.sampled_from("QKV"))
@@ -81,10 +85,14 @@ def test_scores_are_invariant_under_rotations_of_the_residual_basis(
 
 
 @given(ct.models(DEEP), st.data())
-def test_scores_depend_only_on_w_qk_and_w_ov(model: AttnOnlyTransformer, data: st.DataObject) -> None:
+def test_scores_depend_only_on_w_qk_and_w_ov(
+    model: AttnOnlyTransformer, data: st.DataObject
+) -> None:
     """Changing every head's internal bases changes the factors, not W_QK = W_Qᵀ W_K, W_OV = W_O W_V."""
     c = model.cfg
-    G, N = (data.draw(ct.invertible_matrices(c.d_head, leading=(c.n_layers, c.n_heads))) for _ in "GN")
+    G, N = (
+        data.draw(ct.invertible_matrices(c.d_head, leading=(c.n_layers, c.n_heads))) for _ in "GN"
+    )
     changed = ct.change_head_bases(model, G, N)
     for kind, scores in all_composition_scores(model).items():
         np.testing.assert_allclose(composition_scores(changed, kind), scores, rtol=1e-8, atol=1e-12)
@@ -175,7 +183,9 @@ def test_monte_carlo_baseline_is_close_to_and_below_the_rms() -> None:
 
 
 @given(ct.models(DEEP), st.sampled_from("QKV"))
-def test_relative_scores_are_scores_over_the_baseline(model: AttnOnlyTransformer, kind: str) -> None:
+def test_relative_scores_are_scores_over_the_baseline(
+    model: AttnOnlyTransformer, kind: str
+) -> None:
     np.testing.assert_allclose(
         relative_composition_scores(model, kind),
         composition_scores(model, kind) * np.sqrt(model.cfg.d_model),

@@ -1,0 +1,150 @@
+"""Behavioural scores against loop references; detection of the heads of hand-built models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from analysis_models import induction_model
+from hypothesis import given
+from hypothesis import strategies as st
+
+import circuits
+from circuits import AttnOnlyTransformer
+from circuits import testing as ct
+from circuits.analysis import (
+    behaviour_scores,
+    copying_evaluator,
+    detect_heads,
+    repeated_random_tokens,
+)
+
+MODELS = ct.configs(
+    n_layers=(1, 2), n_heads=(1, 2), d_model=(2, 6), d_head=(1, 3), d_vocab=(3, 12), n_ctx=(5, 10)
+)  # fmt: skip
+
+
+def with_bos(model: AttnOnlyTransformer, bos: int | None) -> AttnOnlyTransformer:
+    return model.replace(bos_token=bos)
+
+
+@st.composite
+def models_and_bos(draw: st.DrawFn) -> AttnOnlyTransformer:
+    model = draw(ct.models(MODELS))
+    bos = draw(st.none() | st.integers(0, model.cfg.d_vocab - 1))
+    return with_bos(model, bos)
+
+
+@given(models_and_bos(), st.integers(1, 3), ct.seeds())
+def test_repeated_random_tokens_are_bos_then_a_run_of_distinct_tokens_twice(
+    model: AttnOnlyTransformer, n_samples: int, seed: int
+) -> None:
+    tokens = repeated_random_tokens(model, n_samples=n_samples, seed=seed)
+    b = 0 if model.bos_token is None else 1
+    run = (tokens.shape[1] - b) // 2
+    assert tokens.shape == (n_samples, b + 2 * run) and tokens.shape[1] <= model.cfg.n_ctx
+    assert run == min(64, (model.cfg.n_ctx - b) // 2, model.cfg.d_vocab - b)
+    if b:
+        assert np.all(tokens[:, 0] == model.bos_token)
+    first, second = tokens[:, b : b + run], tokens[:, b + run :]
+    np.testing.assert_array_equal(first, second)
+    assert all(len(set(row)) == run for row in first.tolist())
+    assert model.bos_token not in first
+    again = repeated_random_tokens(model, n_samples=n_samples, seed=seed)
+    np.testing.assert_array_equal(again, tokens)
+
+
+def reference_scores(model: AttnOnlyTransformer, tokens: np.ndarray) -> dict[str, np.ndarray]:
+    """The definitions, written with explicit loops over sequences, queries and keys."""
+    _, cache = model.run_with_cache(tokens)
+    b = 0 if model.bos_token is None else 1
+    run = (tokens.shape[1] - b) // 2
+    previous = ct.previous_token_positions(tokens)
+    induction = ct.induction_positions(tokens)
+    u = model.W_U - model.W_U.mean(axis=0)
+    out = {name: np.zeros((model.cfg.n_layers, model.cfg.n_heads)) for name in
+           ("previous_token", "duplicate_token", "induction", "copying")}  # fmt: skip
+    for layer, head in model.cfg.heads():
+        A = cache.pattern(layer, head)
+        output = cache.head_output(layer, head)
+        prev, dup, ind, num, den = [], [], [], 0.0, 0.0
+        for s in range(tokens.shape[0]):
+            logits = output[s] @ u.T  # [pos, V]: centred direct effect on every logit
+            for i in range(tokens.shape[1]):
+                if i >= 1:
+                    prev.append(A[s, i, previous[s, i]])
+                    for j in range(b, i + 1):
+                        effect = logits[i, tokens[s, j]]
+                        num, den = num + A[s, i, j] * effect, den + A[s, i, j] * abs(effect)
+                if i >= b + run:
+                    earlier = [j for j in range(i) if tokens[s, j] == tokens[s, i]]
+                    assert earlier == [i - run]
+                    dup.append(A[s, i, earlier[0]])
+                    ind.append(A[s, i, induction[s, i]])
+        out["previous_token"][layer, head] = np.mean(prev)
+        out["duplicate_token"][layer, head] = np.mean(dup)
+        out["induction"][layer, head] = np.mean(ind)
+        out["copying"][layer, head] = num / den if den > 0 else np.nan
+    return out
+
+
+@given(models_and_bos(), ct.seeds())
+def test_behaviour_scores_match_the_loop_reference(model: AttnOnlyTransformer, seed: int) -> None:
+    scores = behaviour_scores(model, n_samples=2, seed=seed)
+    expected = reference_scores(model, repeated_random_tokens(model, n_samples=2, seed=seed))
+    for name, values in expected.items():
+        np.testing.assert_allclose(scores[name], values, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@given(models_and_bos(), st.data())
+def test_behaviour_scores_do_not_depend_on_the_residual_basis(
+    model: AttnOnlyTransformer, data: st.DataObject
+) -> None:
+    changed = ct.change_residual_basis(model, data.draw(ct.invertible_matrices(model.cfg.d_model)))
+    before, after = behaviour_scores(model, n_samples=2), behaviour_scores(changed, n_samples=2)
+    for name, values in before.items():
+        np.testing.assert_allclose(after[name], values, rtol=1e-6, atol=1e-9, err_msg=name)
+
+
+def test_detect_heads_recovers_the_hand_built_heads() -> None:
+    found = detect_heads(induction_model(), n_samples=4)
+    assert set(found) == {"previous_token", "duplicate_token", "induction"}
+    for behaviour, head in [
+        ("previous_token", "0.0"),
+        ("duplicate_token", "0.1"),
+        ("induction", "1.0"),
+    ]:
+        ranking = found[behaviour]
+        assert sorted(name for name, _ in ranking) == ["0.0", "0.1", "1.0", "1.1"]
+        assert [s for _, s in ranking] == sorted((s for _, s in ranking), reverse=True)
+        assert ranking[0][0] == head and ranking[0][1] > 0.99, (behaviour, ranking)
+        assert ranking[1][1] < 0.3, (behaviour, ranking)
+
+
+def test_copying_evaluator_sees_copying_and_anti_copying() -> None:
+    model = induction_model(gains=np.linspace(1.0, 3.0, 8))
+    scores = copying_evaluator(model, n_samples=4)
+    assert scores[1, 0] > 0.99
+    assert np.isnan(scores[0, 0]) and np.isnan(scores[0, 1])  # writes nothing W_U reads
+    W_O = np.array(model.W_O)
+    W_O[1, 0] *= -1
+    assert copying_evaluator(model.replace(W_O=W_O), n_samples=4)[1, 0] < -0.99
+
+
+def test_detection_without_bos_runs_from_position_zero() -> None:
+    model = induction_model(bos=False)
+    tokens = repeated_random_tokens(model, n_samples=2)
+    assert tokens.shape == (2, 16) and 0 in tokens  # token 0 is an ordinary token here
+    assert detect_heads(model, n_samples=2)["induction"][0][0] == "1.0"
+
+
+def test_bad_sizes_are_reported() -> None:
+    model = induction_model()  # 16 positions, 7 non-BOS tokens
+    with pytest.raises(circuits.AnalysisError, match=r"seq_len must be an integer in \[2, 7\]"):
+        detect_heads(model, seq_len=8)
+    with pytest.raises(circuits.AnalysisError, match="n_samples"):
+        detect_heads(model, n_samples=0)
+    tiny = AttnOnlyTransformer.random(
+        {"n_layers": 1, "n_heads": 1, "d_model": 2, "d_head": 1, "d_vocab": 5, "n_ctx": 4}
+    ).replace(bos_token=0)
+    with pytest.raises(circuits.AnalysisError, match="n_ctx=4"):
+        detect_heads(tiny)
