@@ -62,7 +62,7 @@ case "$cmd" in
     demo)
         ensure_system
         ensure_venv "$VENV"
-        "$VENV/bin/python" -m circuits demo "$@"
+        "$VENV/bin/python" -m circuits demo --out build/demo "$@"
         ;;
     test)
         ensure_system

@@ -1,56 +1,206 @@
-"""The ``circuits`` command (``python -m circuits``)."""
+"""The ``circuits`` command (``python -m circuits``): demo, render, analyze.
+
+Every verb has ``--help``. MODEL is a file written by ``circuits.save`` or a TransformerLens state
+dict (``.npz``, ``.safetensors``). Errors print one line and exit with status 1 (2 for bad
+arguments).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
 
 import numpy as np
 
+from .analysis import all_composition_scores, behaviour_scores, composition_baseline, copying_scores
+from .demo import run_demo
 from .errors import CircuitsError
+from .io import load
 from .model import AttnOnlyTransformer
+from .render import circuit_diagram, save_diagram
 
 __all__ = ["main"]
 
+Printer = Callable[[str], None]
 
-def demo(args: argparse.Namespace) -> None:
-    """Build a small random model and report its heads' low-rank circuits and attention."""
-    cfg = {"n_layers": 2, "n_heads": 4, "d_model": 64, "d_head": 16, "d_vocab": 128, "n_ctx": 64}
-    model = AttnOnlyTransformer.random(cfg, seed=args.seed)
-    print(model)
-    rng = np.random.default_rng(args.seed)
-    half = rng.integers(0, cfg["d_vocab"], size=cfg["n_ctx"] // 2)
-    tokens = np.concatenate([half, half])
-    _, cache = model.run_with_cache(tokens)
-    print("\nhead   rank(W_OV)  ‖W_OV‖_F  ‖W_QK‖_F  tr(W_OV)  mean attn to self  to previous")
-    for layer, head in model.cfg.heads():
-        ov, qk = model.W_OV(layer, head), model.W_QK(layer, head)
-        pattern = cache.pattern(layer, head)[0]
-        self_attn = float(np.mean(np.diag(pattern)))
-        prev_attn = float(np.mean(np.diag(pattern, k=-1)))
-        print(
-            f"{layer}.{head}    {ov.rank:>5}     {ov.norm():8.3f}  {qk.norm():8.3f}  {ov.trace():8.3f}"
-            f"  {self_attn:17.3f}  {prev_attn:11.3f}"
-        )
-    ov_circuit = model.W_U @ model.W_OV(1, 0) @ model.W_E
-    print(
-        f"\nOV circuit W_U W_OV^1.0 W_E: {ov_circuit}, leading eigenvalues "
-        + ", ".join(f"{z:.3f}" for z in ov_circuit.eigenvalues()[:3])
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: ``circuits VERB: error: …``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ---------------------------------------------------------------------- shared pieces
+def _load_model(args: argparse.Namespace) -> AttnOnlyTransformer:
+    overrides = {
+        name: getattr(args, name)
+        for name in ("n_ctx", "attn_scale", "positional_embedding_type", "bos_token")
+        if getattr(args, name) is not None
+    }
+    return load(args.model, **overrides)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain text table, columns padded to their widest cell, numbers right-aligned."""
+    cells = [list(header)] + [[_cell(value) for value in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = []
+    for row in cells:
+        parts = [c.rjust(w) if c[:1].isdigit() or c[:1] in "-+" else c.ljust(w)
+                 for c, w in zip(row, widths, strict=True)]  # fmt: skip
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _number(value: Any) -> float | None:
+    """A float for JSON: NaN (an undefined score) becomes ``None``."""
+    number = float(value)
+    return None if math.isnan(number) else number
+
+
+def _composition_pairs(model: AttnOnlyTransformer, threshold: float) -> list[dict[str, Any]]:
+    """Every (kind, writer, reader) whose composition score is ≥ threshold, strongest first."""
+    pairs = []
+    for kind, scores in all_composition_scores(model).items():
+        for l1, h1, l2, h2 in zip(*np.nonzero(scores >= threshold), strict=True):
+            pairs.append({"kind": kind, "writer": f"{l1}.{h1}", "reader": f"{l2}.{h2}",
+                          "score": float(scores[l1, h1, l2, h2])})  # fmt: skip
+    return sorted(pairs, key=lambda pair: -pair["score"])
+
+
+# ---------------------------------------------------------------------- verbs
+def analyze(args: argparse.Namespace, out: Printer) -> None:
+    """Per-head behaviour and copying scores, and the composing pairs of heads."""
+    model = _load_model(args)
+    report = analysis_report(model, threshold=args.threshold, seq_len=args.seq_len)
+    if args.json:
+        out(json.dumps(report, indent=2, allow_nan=False))
+        return
+    out(repr(model))
+    rows = [[name, *(h[key] for key in _HEAD_COLUMNS)] for name, h in report["heads"].items()]
+    out("\n" + _table(["head", *_HEAD_COLUMNS], rows))
+    out(
+        f"\ncomposition ≥ {args.threshold:g} (chance level ≈ {report['composition_baseline']:.3f}):"
     )
+    pairs = report["composition"]
+    if not pairs:
+        out("  none")
+    else:
+        out(_table(["kind", "writer", "reader", "score"],
+                   [[p["kind"], p["writer"], p["reader"], p["score"]] for p in pairs]))  # fmt: skip
+
+
+_HEAD_COLUMNS = ("previous_token", "duplicate_token", "induction", "copying", "ov_copying")
+
+
+def analysis_report(
+    model: AttnOnlyTransformer, *, threshold: float, seq_len: int | None
+) -> dict[str, Any]:
+    """The numbers ``circuits analyze`` prints, as a JSON-compatible dict."""
+    heads: dict[str, dict[str, float | None]] = {}
+    if model.cfg.n_layers:
+        behaviour = behaviour_scores(model, seq_len=seq_len)
+        eigen = copying_scores(model)
+        for layer, head in model.cfg.heads():
+            scores = {key: _number(behaviour[key][layer, head]) for key in _HEAD_COLUMNS[:4]}
+            heads[f"{layer}.{head}"] = {**scores, "ov_copying": _number(eigen[layer, head])}
+    return {
+        "model": {**model.cfg.to_dict(), "bos_token": model.bos_token},
+        "heads": heads,
+        "composition_baseline": composition_baseline(model),
+        "composition": _composition_pairs(model, threshold),
+    }
+
+
+def render(args: argparse.Namespace, out: Printer) -> None:
+    """Draw a model file as a circuit diagram."""
+    model = _load_model(args)
+    composition = None if args.no_composition else all_composition_scores(model)
+    paths = [part.split(",") for part in args.highlight]
+    graph = circuit_diagram(
+        model, composition=composition, threshold=args.threshold, highlight=paths,
+        title=args.title if args.title is not None else Path(args.model).name,
+    )  # fmt: skip
+    saved = save_diagram(graph, args.out)
+    if saved.note:
+        print(f"circuits render: {saved.note}", file=sys.stderr)
+    out(f"wrote {saved.path}")
+
+
+def demo(args: argparse.Namespace, out: Printer) -> None:
+    """Build a model, look at its circuits, and write diagrams and plots into ``--out``."""
+    run_demo(Path(args.out), seed=args.seed, out=out)
+
+
+# ---------------------------------------------------------------------- parser
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="a model file (.npz or .safetensors)")
+    group = parser.add_argument_group("for TransformerLens state dicts (no config inside)")
+    group.add_argument("--n-ctx", type=int, help="context length, if the file has no W_pos")
+    group.add_argument("--attn-scale", type=float, help="score divisor (default √d_head)")
+    group.add_argument(
+        "--positional-embedding-type", choices=("standard", "shortformer", "none"),
+        help="how positions enter (default standard)",
+    )  # fmt: skip
+    group.add_argument("--bos-token", type=int, help="id of the start-of-sequence token")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``circuits`` command."""
+    parser = _Parser(prog="circuits", description=__doc__.split("\n\n")[0])
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=_Parser)
+
+    p = verbs.add_parser("demo", help="build an induction circuit, analyse it, draw it",
+                         description=demo.__doc__)  # fmt: skip
+    p.add_argument("--out", default="circuits-demo", help="directory for the diagrams and plots")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(run=demo)
+
+    p = verbs.add_parser("render", help="draw a model as a circuit diagram",
+                         description=render.__doc__)  # fmt: skip
+    _model_arguments(p)
+    p.add_argument("--out", required=True, help="output file: .svg, .png, .pdf or .dot")
+    p.add_argument("--threshold", type=float, default=0.3,
+                   help="draw composition edges with score ≥ this (default 0.3)")  # fmt: skip
+    p.add_argument("--no-composition", action="store_true", help="no composition edges")
+    p.add_argument("--highlight", action="append", default=[], metavar="PATH",
+                   help="a path to highlight, as comma-separated nodes, e.g. 0.1,1.0 or "
+                   "embed,0.1,1.0,unembed (repeatable)")  # fmt: skip
+    p.add_argument("--title", help="title of the diagram (default: the file name)")
+    p.set_defaults(run=render)
+
+    p = verbs.add_parser("analyze", help="head behaviours, copying and composition scores",
+                         description=analyze.__doc__)  # fmt: skip
+    _model_arguments(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--threshold", type=float, default=0.3,
+                   help="list composition scores ≥ this (default 0.3)")  # fmt: skip
+    p.add_argument("--seq-len", type=int, help="length of the repeated random runs")
+    p.set_defaults(run=analyze)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``circuits`` command; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="circuits", description=__doc__)
-    verbs = parser.add_subparsers(dest="verb", required=True)
-    demo_parser = verbs.add_parser("demo", help="build a small model and report on its circuits")
-    demo_parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    demo_parser.set_defaults(run=demo)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        args.run(args, print)
     except CircuitsError as error:
-        print(f"circuits: error: {error}", file=sys.stderr)
+        print(f"circuits {args.verb}: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"circuits {args.verb}: error: {error}", file=sys.stderr)
         return 1
     return 0

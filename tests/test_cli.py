@@ -1,0 +1,173 @@
+"""The ``circuits`` command end to end: every verb on saved models, clean one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from circuits import AttnOnlyTransformer, save
+from circuits.analysis import behaviour_scores, composition_scores, copying_scores
+from circuits.cli import main
+
+CFG = {"n_layers": 2, "n_heads": 2, "d_model": 8, "d_head": 4, "d_vocab": 11, "n_ctx": 12}
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is missing")
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of ``circuits argv…`` run in this process."""
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def model() -> AttnOnlyTransformer:
+    metadata = {"head_roles": {"induction": ["1.1"]}}
+    return AttnOnlyTransformer.random(CFG, seed=5, biases=True).replace(metadata=metadata)
+
+
+@pytest.fixture(params=[".npz", ".safetensors"])
+def model_file(request: pytest.FixtureRequest, tmp_path: Path, model: AttnOnlyTransformer) -> Path:
+    return save(model, tmp_path / f"model{request.param}")
+
+
+@pytest.mark.parametrize("verb", ["", "demo", "render", "analyze"])
+def test_every_verb_has_help(capsys: pytest.CaptureFixture[str], verb: str) -> None:
+    code, out, _ = run(capsys, *([verb] if verb else []), "--help")
+    assert code == 0 and out.startswith("usage: circuits")
+    for word in {"": ["demo", "render", "analyze"], "demo": ["--out"], "render": ["--out",
+                 "--highlight", "--n-ctx"], "analyze": ["--json"]}[verb]:  # fmt: skip
+        assert word in out
+
+
+def test_analyze_json_reports_the_analyses(
+    capsys: pytest.CaptureFixture[str], model_file: Path, model: AttnOnlyTransformer
+) -> None:
+    code, out, err = run(capsys, "analyze", str(model_file), "--json", "--threshold", "0.0")
+    assert code == 0 and err == ""
+    report = json.loads(out)
+    assert report["model"]["d_vocab"] == 11 and set(report["heads"]) == {"0.0", "0.1", "1.0", "1.1"}
+    behaviour, copying = behaviour_scores(model), copying_scores(model)
+    for name, values in report["heads"].items():
+        layer, head = map(int, name.split("."))
+        assert values["induction"] == pytest.approx(behaviour["induction"][layer, head])
+        assert values["ov_copying"] == pytest.approx(copying[layer, head])
+    assert len(report["composition"]) == 3 * 2 * 2  # every writer-reader pair, each kind
+    k_scores = composition_scores(model, "K")
+    for pair in report["composition"]:
+        if pair["kind"] == "K":
+            (l1, h1), (l2, h2) = (map(int, pair[key].split(".")) for key in ("writer", "reader"))
+            assert pair["score"] == pytest.approx(k_scores[l1, h1, l2, h2])
+    scores = [pair["score"] for pair in report["composition"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_analyze_table(capsys: pytest.CaptureFixture[str], model_file: Path) -> None:
+    code, out, _ = run(capsys, "analyze", str(model_file), "--threshold", "2")
+    assert code == 0
+    assert "previous_token" in out and "1.1" in out and "composition ≥ 2" in out
+    assert out.rstrip().endswith("none")
+
+
+def test_analyze_reads_transformer_lens_state_dicts(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, model: AttnOnlyTransformer
+) -> None:
+    path = tmp_path / "tl.npz"
+    np.savez(path, **model.to_transformer_lens())
+    code, out, _ = run(capsys, "analyze", str(path), "--json", "--bos-token", "3")
+    assert code == 0 and json.loads(out)["model"]["bos_token"] == 3
+
+
+@needs_dot
+def test_render_writes_a_diagram_with_the_models_heads(
+    capsys: pytest.CaptureFixture[str], model_file: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "model.svg"
+    code, out, _ = run(capsys, "render", str(model_file), "--out", str(target),
+                       "--highlight", "0.1,1.1", "--threshold", "0.0")  # fmt: skip
+    assert code == 0 and out.strip() == f"wrote {target}"
+    root = ET.parse(target).getroot()
+    titles = {"".join(g.itertext()).strip() for g in root.iter("{http://www.w3.org/2000/svg}title")}
+    assert {"0.0", "0.1", "1.0", "1.1", "embed", "unembed", "0.1->1.1"} <= titles
+    assert "induction" in target.read_text()
+
+
+def test_render_without_dot_writes_the_source(
+    capsys: pytest.CaptureFixture[str],
+    model_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    code, out, err = run(capsys, "render", str(model_file), "--out", str(tmp_path / "m.png"))
+    assert code == 0 and out.strip() == f"wrote {tmp_path / 'm.dot'}"
+    assert "Graphviz's dot was not found" in err and "apt-get install graphviz" in err
+    assert (tmp_path / "m.dot").read_text().startswith("digraph")
+
+
+def test_demo_writes_its_pictures(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = run(capsys, "demo", "--out", str(tmp_path / "demo"))
+    assert code == 0
+    assert "composition" in out and "wrote:" in out
+    written = sorted(p.name for p in (tmp_path / "demo").iterdir())
+    assert any(name.startswith("circuit.") for name in written)
+    assert any(name.startswith("attention_") for name in written)
+    for svg in (tmp_path / "demo").glob("*.svg"):
+        ET.parse(svg)  # every SVG is well-formed XML
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["analyze", "{missing}"], "no such file"),
+        (["analyze", "{garbage}"], "not a readable .npz file"),
+        (["render", "{model}", "--out", "{tmp}/x.jpg"], "unknown diagram type '.jpg'"),
+        (["render", "{model}", "--out", "{tmp}/m.svg", "--highlight", "1.0,0.1"], "increasing"),
+        (["render", "{model}", "--out", "{tmp}/none/m.dot"], "cannot write"),
+        (["analyze", "{model}", "--seq-len", "100"], "seq_len"),
+        (["demo", "--out", "{garbage}/sub"], "cannot create"),
+    ],
+)
+def test_errors_are_one_line_with_exit_status_1(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, model: AttnOnlyTransformer,
+    argv: list[str], message: str,
+) -> None:  # fmt: skip
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a zip file")
+    names = {"missing": tmp_path / "missing.npz", "garbage": garbage, "tmp": tmp_path,
+             "model": save(model, tmp_path / "m.npz")}  # fmt: skip
+    code, out, err = run(capsys, *(arg.format(**names) for arg in argv))
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith(f"circuits {argv[0]}: error: ")
+    assert message in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["frobnicate"], ["analyze"], ["render", "m.npz"], ["analyze", "m.npz", "--threshold",
+     "high"], ["render", "m.npz", "--out", "x.svg", "--positional-embedding-type", "rotary"]],
+)  # fmt: skip
+def test_bad_arguments_are_one_line_with_exit_status_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "error:" in err and "--help" in err
+
+
+def test_python_dash_m_runs_the_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "circuits", "analyze", "missing.npz"], capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert result.stderr == "circuits analyze: error: missing.npz: no such file\n"
