@@ -1,0 +1,191 @@
+r"""Numeric path algebra with frozen patterns (internal to the path and QK expansions).
+
+The contribution of a path ``(source, h_1, …, h_m)`` to the residual stream is kept in the narrow
+basis of the last head that wrote it: as ``z`` with the stream equal to :math:`W_O^{h_m} z_i` at
+each position ``i`` (``z`` is ``[batch, pos, d_head]``), or as the stream itself when no head wrote
+it. Moving the signal through a further head ``h`` then costs a ``d_head × d_head`` product
+:math:`W_V^h W_O^{h_m}` and one mixing by the pattern,
+
+.. math::  z'_i = \sum_j A^h_{ij} \, W_V^h W_O^{h_m} z_j ,
+
+never a product with the ``d_model``-wide stream. A constant signal (a bias) stays constant:
+:math:`\sum_j A_{ij} c = (A\mathbb{1})_i c`. Reading a path out at the target logits
+:math:`t_{b,i}` is the dot product of ``z`` with :math:`W_O^{h_m\,T} W_U[t_{b,i}]`, computed once
+per head for all paths ending there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ._arrays import FloatArray, to_numpy
+from .config import parse_head
+from .errors import ConfigError, PathError, ShapeError, TokenError, WeightError
+from .graph import parse_node
+from .model import ActivationCache, AttnOnlyTransformer
+
+IntArray = NDArray[np.intp]
+Owner = tuple[int, int] | None
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A path's contribution to the stream: ``W_O^{owner} z`` per position (``z`` if no owner).
+
+    ``z`` is ``[batch or 1, pos or 1, width]``: axes of length 1 broadcast (a bias is the same at
+    every position and in every sequence).
+    """
+
+    owner: Owner
+    z: FloatArray
+
+
+class PathAlgebra:
+    """Streams of paths, their readouts and their query/key projections, for one cache.
+
+    Weights come from ``model``; tokens and patterns from ``cache``, which may come from another
+    model of the same configuration (patterns frozen from another run).
+    """
+
+    def __init__(self, model: AttnOnlyTransformer, cache: ActivationCache) -> None:
+        if not isinstance(cache, ActivationCache):
+            raise ConfigError(f"expected an ActivationCache, got {type(cache).__name__}")
+        if cache.model.cfg != model.cfg:
+            raise ConfigError(
+                "the cache was computed by a model of another configuration: "
+                f"{cache.model.cfg} ≠ {model.cfg}"
+            )
+        self.model, self.cache = model, cache
+        self.shape: tuple[int, int] = (int(cache.tokens.shape[0]), int(cache.tokens.shape[1]))
+        self._memo: dict[tuple[Any, ...], FloatArray] = {}
+
+    def _cached(self, key: tuple[Any, ...], make: Callable[[], FloatArray]) -> FloatArray:
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    def _through(self, key: tuple[Any, ...], W: FloatArray, owner: Owner) -> FloatArray:
+        """``W @ W_O^{owner}`` (or ``W`` without owner), cached under ``key + (owner,)``."""
+        if owner is None:
+            return W
+        return self._cached((*key, owner), lambda: W @ self.model.W_O[owner])
+
+    # ------------------------------------------------------------------ streams
+    def source(self, node: str) -> Stream:
+        """The stream written by source ``node`` (not ``b_U``, ``b_Q``, ``b_K``)."""
+        info = parse_node(node)
+        m, n = self.model, self.shape[1]
+        if info.weight == "W_E":
+            return Stream(None, m.W_E.T[self.cache.tokens])
+        if info.weight == "W_P" and m.W_P is not None:
+            return Stream(None, m.W_P[:, :n].T[None])
+        if info.weight == "b_V" and info.layer is not None and info.head is not None:
+            return Stream((info.layer, info.head), m.b_V[info.layer, info.head][None, None])
+        if info.weight == "b_O" and info.layer is not None:
+            return Stream(None, m.b_O[info.layer][None, None])
+        raise PathError(f"{node!r} does not write to the residual stream")
+
+    def extend(self, stream: Stream, head: str) -> Stream:
+        r"""The stream after head ``head``: :math:`z' = A^h (W_V^h W_O^{owner} z)`."""
+        layer, index = parse_head(head)
+        y = self.read(stream, "V", layer, index)
+        if y.shape[1] == 1:  # constant over positions: A (1 ⊗ y) = (A 1) ⊗ y
+            rows = self._cached(
+                ("rowsum", layer, index), lambda: self.pattern(layer, index).sum(-1)
+            )
+            return Stream((layer, index), rows[..., None] * y)
+        return Stream((layer, index), self.pattern(layer, index) @ y)
+
+    def pattern(self, layer: int, head: int) -> FloatArray:
+        """``A^{l.h}`` of the cache, ``[batch, q, k]``."""
+        return self.cache.pattern(layer, head)
+
+    def read(self, stream: Stream, which: str, layer: int, head: int) -> FloatArray:
+        """``W_{which}^{l.h}`` applied to the stream (``which`` is ``"Q"``, ``"K"`` or ``"V"``)."""
+        W = {"Q": self.model.W_Q, "K": self.model.W_K, "V": self.model.W_V}[which][layer, head]
+        result: FloatArray = stream.z @ self._through((which, layer, head), W, stream.owner).T
+        return result
+
+    def walk(self, prefixes: Sequence[Sequence[str]]) -> Iterator[tuple[int, Stream]]:
+        """``(index, stream)`` for every prefix ``(source, h_1, …, h_m)``, sharing common prefixes.
+
+        Prefixes are visited in depth-first order (not in the order given), keeping only the
+        streams of the current branch, so each shared prefix is computed once.
+        """
+        stack: list[tuple[tuple[str, ...], Stream]] = []
+        for index in sorted(range(len(prefixes)), key=lambda i: _depth_first_key(prefixes[i])):
+            nodes = tuple(prefixes[index])
+            while stack and stack[-1][0] != nodes[: len(stack[-1][0])]:
+                stack.pop()
+            if not stack:
+                stack.append((nodes[:1], self.source(nodes[0])))
+            while len(stack[-1][0]) < len(nodes):
+                done, stream = stack[-1]
+                stack.append((nodes[: len(done) + 1], self.extend(stream, nodes[len(done)])))
+            yield index, stack[-1][1]
+
+    # ------------------------------------------------------------------ readouts
+    def logits(self, stream: Stream) -> FloatArray:
+        """The stream read out by the unembedding, ``[batch, pos, d_vocab]``."""
+        U = self._through(("U",), self.model.W_U, stream.owner)
+        return self.full(stream.z @ U.T)
+
+    def readout(self, targets: IntArray) -> Callable[[Stream], FloatArray]:
+        """A function giving a stream's contribution to the logits ``targets`` (``[batch, pos]``).
+
+        :math:`W_U[t_{b,i}] \\cdot W_O^{owner} z_{b,i}`; the rows :math:`W_U[t]` are gathered once,
+        projected once per owner.
+        """
+        rows = self.model.W_U[targets]  # [batch, pos, d_model]
+        projected: dict[Owner, FloatArray] = {None: rows}
+
+        def read(stream: Stream) -> FloatArray:
+            if stream.owner not in projected:
+                projected[stream.owner] = rows @ self.model.W_O[stream.owner]
+            values: FloatArray = np.einsum("bpr,bpr->bp", *np.broadcast_arrays(
+                projected[stream.owner], stream.z))  # fmt: skip
+            return values
+
+        return read
+
+    def full(self, values: FloatArray) -> FloatArray:
+        """``values`` broadcast to the batch and positions of the cache."""
+        shape = (*self.shape, *values.shape[2:])
+        return np.ascontiguousarray(np.broadcast_to(values, shape))
+
+    def targets(self, targets: Any) -> IntArray:
+        """Validate target token ids: integers ``[batch, pos]`` as the cache's tokens, in range."""
+        try:
+            array = to_numpy(targets, "targets")
+        except WeightError as error:
+            raise TokenError(str(error)) from None
+        if array.shape != self.shape:
+            raise ShapeError(
+                f"targets: expected shape {list(self.shape)} (the cache's tokens), got "
+                f"{list(array.shape)}"
+            )
+        if array.dtype.kind not in "iu":
+            raise TokenError(f"targets: expected integer token ids, got dtype {array.dtype}")
+        vocab = self.model.cfg.d_vocab
+        bad = (array < 0) | (array >= vocab)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise TokenError(
+                f"targets: id {int(array[where])} at {where} is outside the vocabulary [0, {vocab})"
+            )
+        return array.astype(np.intp)
+
+
+def _depth_first_key(nodes: Sequence[str]) -> tuple[str, tuple[tuple[int, int], ...]]:
+    return nodes[0], tuple(parse_head(h) for h in nodes[1:])
+
+
+def first(items: Iterable[T]) -> T | None:
+    """The first item, or ``None``."""
+    return next(iter(items), None)

@@ -1,0 +1,521 @@
+r"""The path expansion of the logits: one exact term per path of the computation graph.
+
+With the attention patterns :math:`A^h` of a forward pass held fixed, the logits are a sum over
+the source→sink paths of :func:`~circuits.computation_graph`,
+
+.. math::
+
+    \text{logits} = \sum_{\text{paths}} (A^{h_m} \cdots A^{h_1} P_0) \otimes
+        (W_U W_{OV}^{h_m} \cdots W_{OV}^{h_1} W_0),
+
+where the source writes :math:`P_0 \otimes W_0`: :math:`\mathrm{Id} \otimes W_E` for tokens,
+:math:`\mathrm{Id} \otimes W_P` for standard positions, :math:`\mathbb{1} \otimes W_O^h b_V^h`,
+:math:`\mathbb{1} \otimes b_O^l` for biases, and :math:`\mathbb{1} \otimes b_U` directly at the
+logits. A model of ``L`` layers of ``H`` heads has :math:`(1+H)^L` paths from each of ``embed``
+and (standard) ``pos_embed``. The terms sum to ``model.forward(tokens)`` exactly (to rounding).
+
+A :class:`PathTerm` has ``path`` (node names), ``source``, ``heads``, ``order`` (number of heads),
+``kind`` — ``"direct"`` (order 0), ``"head"`` (order 1), ``"virtual"`` (order ≥ 2, the
+Framework's virtual heads) or ``"bias"`` (from a bias source, any order) — and ``part`` of its
+source (``"token"``, ``"position"``, ``"bias"``). ``term.evaluate(cache)`` gives its contribution
+``[batch, pos, d_vocab]`` to the logits with the cache's patterns; ``term.evaluate(cache,
+targets=t)`` only the contribution ``[batch, pos]`` to the logits ``t[b, i]``: **targets** are an
+integer array ``[batch, pos]`` of token ids, the shape of ``cache.tokens`` (typically the next
+tokens, ``tokens[:, 1:]`` for a cache of ``tokens[:, :-1]``); they never touch the vocabulary
+dimension. ``term.symbolic`` is the term as a :class:`~circuits.symbolic.Kron`
+``(patterns ⊗ weights)`` of sympy symbols, ``term.latex()`` prints it.
+
+A :class:`PathExpansion` (from :func:`path_expansion`) is lazy: iterating creates terms one at a
+time, ``len()`` counts without listing, ``filter`` narrows it (by source, order, heads visited,
+kind, or any predicate), ``contributions(cache, targets)`` evaluates every term's target-logit
+contribution at once, sharing the computation of common path prefixes, and ``latex()`` prints the
+expansion as sums over heads like the Framework's equations.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any, Literal
+
+import networkx as nx
+import numpy as np
+import sympy as sp
+
+from ._arrays import FloatArray
+from ._streams import IntArray, PathAlgebra, Stream
+from .config import parse_head
+from .errors import ConfigError, PathError
+from .graph import (
+    UNEMBED,
+    BiasPolicy,
+    computation_graph,
+    count_paths,
+    head_set,
+    iter_paths,
+    order_set,
+    parse_node,
+    source_nodes,
+)
+from .model import ActivationCache, AttnOnlyTransformer
+from .symbolic import Kron, ModelSymbols, pattern_values, substitute, weight_values
+
+__all__ = [
+    "PathContributions",
+    "PathExpansion",
+    "PathTerm",
+    "path_expansion",
+    "path_kind",
+]
+
+Kind = Literal["direct", "head", "virtual", "bias"]
+KINDS: tuple[Kind, ...] = ("direct", "head", "virtual", "bias")
+
+
+class ExpansionContext:
+    """What the terms of one model's expansions share: the model, its graph and its symbols."""
+
+    def __init__(self, model: AttnOnlyTransformer | nx.DiGraph, biases: BiasPolicy) -> None:
+        if isinstance(model, nx.DiGraph):
+            if not isinstance(model.graph.get("model"), AttnOnlyTransformer):
+                raise ConfigError("the graph was not built by computation_graph (it has no model)")
+            self.model: AttnOnlyTransformer = model.graph["model"]
+            self.graph: nx.DiGraph = model
+        elif isinstance(model, AttnOnlyTransformer):
+            self.model, self.graph = model, computation_graph(model, biases=biases)
+        else:
+            raise ConfigError(f"expected an AttnOnlyTransformer, got {type(model).__name__}")
+        self.symbols = ModelSymbols.of(self.model.cfg)
+
+    @cached_property
+    def values(self) -> dict[str, Any]:
+        """Symbol name → the model's weight (circuits factored), for substitution."""
+        return weight_values(self.model.parameters(), self.model.cfg)
+
+
+def as_set(value: Any, name: str, allowed: Sequence[Any]) -> frozenset[Any] | None:
+    """``value`` (one item or a collection) as a set of allowed items; ``None`` stays ``None``."""
+    if value is None:
+        return None
+    items = frozenset([value] if isinstance(value, str) else value)
+    unknown = sorted(str(item) for item in items if item not in allowed)
+    if unknown:
+        raise PathError(f"{name}: unknown value(s) {unknown}; expected some of {list(allowed)}")
+    return items
+
+
+# ---------------------------------------------------------------------------------- terms
+class PathTerm:
+    """One term of the path expansion of the logits: the path ``(source, h_1, …, h_m, "unembed")``."""
+
+    __slots__ = ("_context", "path")
+
+    def __init__(self, path: tuple[str, ...], context: ExpansionContext) -> None:
+        self.path = path
+        self._context = context
+
+    @property
+    def source(self) -> str:
+        """The source node the path starts from."""
+        return self.path[0]
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        """The heads ``"l.h"`` on the path, by layer."""
+        return self.path[1:-1]
+
+    @property
+    def order(self) -> int:
+        """The number of heads on the path."""
+        return len(self.path) - 2
+
+    @property
+    def part(self) -> str:
+        """The source's part: ``"token"``, ``"position"`` or ``"bias"``."""
+        return str(parse_node(self.source).part)
+
+    @property
+    def kind(self) -> Kind:
+        """``"bias"`` for bias sources, else ``"direct"``, ``"head"`` or ``"virtual"`` by order."""
+        return path_kind(self.path)
+
+    # ------------------------------------------------------------------ numeric
+    def evaluate(self, cache: ActivationCache, targets: Any = None) -> FloatArray:
+        """This term's contribution to the logits, with the cache's tokens and patterns.
+
+        ``[batch, pos, d_vocab]``; with ``targets`` (token ids ``[batch, pos]``) only the
+        contribution ``[batch, pos]`` to the logits ``targets[b, i]`` (no vocabulary-sized work).
+        """
+        algebra = PathAlgebra(self._context.model, cache)
+        if targets is None:
+            return _logits(algebra, self.path)
+        ((_, value),) = _target_values(algebra, algebra.targets(targets), [self.path])
+        return value
+
+    # ------------------------------------------------------------------ symbolic
+    def symbolic_form(self, *, expand: bool = False) -> Kron:
+        r"""The term as ``Kron(patterns, weights)``; ``expand`` writes :math:`W_{OV}` as :math:`W_O W_V`."""
+        return self._context.symbols.ov_term(self.path, expand=expand)
+
+    @property
+    def symbolic(self) -> Kron:
+        r"""The term :math:`P \otimes W` as a :class:`~circuits.symbolic.Kron` of sympy expressions."""
+        return self.symbolic_form()
+
+    @property
+    def patterns(self) -> sp.MatrixExpr:
+        r"""The pattern product :math:`A^{h_m} \cdots A^{h_1}` (``Id`` at order 0, times 𝟙 for biases)."""
+        return self.symbolic.factors[0]
+
+    @property
+    def weights(self) -> sp.MatrixExpr:
+        r"""The weight product :math:`W_U W_{OV}^{h_m} \cdots W_{OV}^{h_1} W_0`."""
+        return self.symbolic.factors[1]
+
+    def weight_value(self, values: Mapping[str, Any] | None = None, *, expand: bool = False) -> Any:
+        """The weight product evaluated from the model's weights, or from ``values`` if given.
+
+        Numeric results stay factored when low rank (``W_U W_OV W_E`` is a ``V × V``
+        :class:`~circuits.FactoredMatrix` of rank ≤ ``d_head``); sympy values (a symbolic,
+        hand-built model) give an exact sympy matrix. See :func:`circuits.symbolic.substitute`.
+        """
+        form = self.symbolic_form(expand=expand).factors[1]
+        return substitute(form, self._context.values if values is None else values)
+
+    def pattern_value(self, cache: ActivationCache, batch: int = 0) -> FloatArray:
+        """The pattern product on sequence ``batch`` of ``cache``: ``[pos, pos]`` (``[pos, 1]`` for biases)."""
+        value: FloatArray = substitute(self.patterns, pattern_values(cache, batch))
+        return value
+
+    def latex(self, *, expand: bool = False) -> str:
+        r"""The term in LaTeX, e.g. ``\left(A^{1.4} A^{0.7}\right) \otimes \left(W_{U} W_{OV}^{1.4} …\right)``."""
+        return self.symbolic_form(expand=expand).latex()
+
+    def _repr_latex_(self) -> str:
+        return f"${self.latex()}$"
+
+    def __repr__(self) -> str:
+        return f"PathTerm({' → '.join(self.path)}; {self.kind})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PathTerm):
+            return NotImplemented
+        return self.path == other.path and self._context.model is other._context.model
+
+    def __hash__(self) -> int:
+        return hash((self.path, id(self._context.model)))
+
+
+def path_kind(path: Sequence[str]) -> Kind:
+    """The kind of a path of the logits: ``"bias"``, ``"direct"``, ``"head"`` or ``"virtual"``."""
+    if parse_node(path[0]).part == "bias":
+        return "bias"
+    order = len(path) - 2
+    return "direct" if order == 0 else "head" if order == 1 else "virtual"
+
+
+def _logits(algebra: PathAlgebra, path: Sequence[str]) -> FloatArray:
+    if path[0] == "b_U":
+        return algebra.full(algebra.model.b_U[None, None])
+    ((_, stream),) = algebra.walk([path[:-1]])
+    return algebra.logits(stream)
+
+
+def _target_values(
+    algebra: PathAlgebra, targets: IntArray, paths: Sequence[Sequence[str]]
+) -> Iterator[tuple[int, FloatArray]]:
+    """``(index, contribution [batch, pos])`` of each path to the target logits, prefixes shared."""
+    readout = algebra.readout(targets)
+    streams, where = [], []
+    for index, path in enumerate(paths):
+        if path[0] == "b_U":
+            yield index, algebra.model.b_U[targets]
+        else:
+            streams.append(path[:-1])
+            where.append(index)
+    for position, stream in algebra.walk(streams):
+        yield where[position], readout(stream)
+
+
+@dataclass(frozen=True)
+class PathContributions:
+    """Every term's contribution to chosen target logits: ``values[i]`` belongs to ``terms[i]``.
+
+    ``values`` is ``[n_terms, batch, pos]``; ``targets`` the token ids ``[batch, pos]``.
+    """
+
+    terms: tuple[PathTerm, ...]
+    values: FloatArray
+    targets: IntArray
+
+    def __len__(self) -> int:
+        return len(self.terms)
+
+    def __iter__(self) -> Iterator[tuple[PathTerm, FloatArray]]:
+        return zip(self.terms, self.values, strict=True)
+
+    @cached_property
+    def _index(self) -> dict[tuple[str, ...], int]:
+        return {term.path: i for i, term in enumerate(self.terms)}
+
+    def __getitem__(self, key: PathTerm | Sequence[str]) -> FloatArray:
+        """The contribution ``[batch, pos]`` of a term, given as a term or as its path."""
+        path = key.path if isinstance(key, PathTerm) else tuple(key)
+        if path and path[-1] != UNEMBED:
+            path = (*path, UNEMBED)
+        if path not in self._index:
+            raise PathError(f"no term {' → '.join(path)} among these contributions")
+        value: FloatArray = self.values[self._index[path]]
+        return value
+
+    def total(self) -> FloatArray:
+        """The sum over terms, ``[batch, pos]`` (the target logits, for a full expansion)."""
+        total: FloatArray = self.values.sum(axis=0)
+        return total
+
+    def group(self, key: Callable[[PathTerm], Hashable]) -> dict[Hashable, FloatArray]:
+        """Sums ``[batch, pos]`` of the contributions per value of ``key(term)`` (e.g. kind)."""
+        sums: dict[Hashable, FloatArray] = {}
+        for term, value in self:
+            group = key(term)
+            sums[group] = sums[group] + value if group in sums else value.copy()
+        return sums
+
+    def ranked(self, mask: Any = None) -> list[tuple[PathTerm, float]]:
+        """Terms with their mean contribution (over the positions ``mask`` keeps), largest |mean| first."""
+        keep = np.ones(self.values.shape[1:], dtype=bool) if mask is None else np.asarray(mask)
+        if keep.shape != self.values.shape[1:] or keep.dtype != bool:
+            raise PathError(f"mask: expected booleans of shape {list(self.values.shape[1:])}")
+        means = self.values[:, keep].mean(axis=1)
+        order = np.argsort(-np.abs(means), kind="stable")
+        return [(self.terms[i], float(means[i])) for i in order]
+
+
+# ---------------------------------------------------------------------------------- expansion
+@dataclass(frozen=True)
+class _Filter:
+    """An expansion's filters: graph-level ones (pushed to the path listing), then per term."""
+
+    sources: frozenset[str] | None = None
+    orders: frozenset[int] | None = None
+    through: frozenset[str] = frozenset()
+    kinds: frozenset[str] | None = None
+    predicates: tuple[Callable[[PathTerm], bool], ...] = field(default=())
+
+    def admits(self, path: tuple[str, ...], term: PathTerm) -> bool:
+        """Whether a path of the graph passes every filter."""
+        return (
+            (self.sources is None or path[0] in self.sources)
+            and (self.orders is None or len(path) - 2 in self.orders)
+            and self.through <= set(path)
+            and (self.kinds is None or path_kind(path) in self.kinds)
+            and all(predicate(term) for predicate in self.predicates)
+        )
+
+
+def _meet(current: frozenset[Any] | None, new: frozenset[Any] | None) -> frozenset[Any] | None:
+    if new is None:
+        return current
+    return new if current is None else current & new
+
+
+class PathExpansion:
+    """The terms of the logits, one per path; lazy and filterable (see the module docstring)."""
+
+    def __init__(self, context: ExpansionContext, filters: _Filter | None = None) -> None:
+        self._context = context
+        self._filters = filters or _Filter()
+
+    @property
+    def model(self) -> AttnOnlyTransformer:
+        """The model expanded."""
+        return self._context.model
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """Its computation graph."""
+        return self._context.graph
+
+    # ------------------------------------------------------------------ listing
+    def _listing(self) -> dict[str, Any]:
+        f = self._filters
+        sources = None if f.sources is None else sorted(f.sources)
+        return {"source": sources, "order": f.orders, "through": f.through or None}
+
+    def paths(self) -> Iterator[tuple[str, ...]]:
+        """The paths of the terms, lazily, in the order of :func:`~circuits.graph.iter_paths`."""
+        f = self._filters
+        per_term = f.kinds is not None or bool(f.predicates)
+        for path in iter_paths(self.graph, **self._listing()):
+            if not per_term or f.admits(path, PathTerm(path, self._context)):
+                yield path
+
+    def __iter__(self) -> Iterator[PathTerm]:
+        return (PathTerm(path, self._context) for path in self.paths())
+
+    def __len__(self) -> int:
+        if self._filters.kinds is None and not self._filters.predicates:
+            return count_paths(self.graph, **self._listing())
+        return sum(1 for _ in self.paths())
+
+    def terms(self) -> list[PathTerm]:
+        """Every term, as a list."""
+        return list(self)
+
+    def term(self, *nodes: str) -> PathTerm:
+        """The term of the path ``nodes`` (the final ``"unembed"`` may be left out).
+
+        A :class:`~circuits.errors.PathError` if the path is not one of this expansion's terms.
+        """
+        path = nodes if nodes and nodes[-1] == UNEMBED else (*nodes, UNEMBED)
+        term = PathTerm(path, self._context)
+        if not (self._is_graph_path(path) and self._filters.admits(path, term)):
+            raise PathError(f"{' → '.join(path)} is not a path of this expansion")
+        return term
+
+    def _is_graph_path(self, path: tuple[str, ...]) -> bool:
+        if len(path) < 2 or path[0] not in source_nodes(self.graph):
+            return False
+        try:
+            listed = iter_paths(self.graph, source=path[0], order=len(path) - 2, through=path[1:-1])
+            return any(candidate == path for candidate in listed)
+        except PathError:
+            return False
+
+    def filter(
+        self,
+        *,
+        source: str | Iterable[str] | None = None,
+        order: int | Iterable[int] | None = None,
+        through: str | Iterable[str | tuple[int, int]] | None = None,
+        kind: Kind | Iterable[Kind] | None = None,
+        where: Callable[[PathTerm], bool] | None = None,
+    ) -> PathExpansion:
+        """The terms meeting every condition given (on top of this expansion's own filters).
+
+        ``source``: source names or parts (``"token"``, ``"position"``, ``"bias"``); ``order``:
+        number(s) of heads; ``through``: heads every path must visit; ``kind``: ``"direct"``,
+        ``"head"``, ``"virtual"``, ``"bias"``; ``where``: any predicate on terms.
+        """
+        f = self._filters
+        sources = None if source is None else frozenset(source_nodes(self.graph, source))
+        filters = replace(
+            f,
+            sources=_meet(f.sources, sources),
+            orders=_meet(f.orders, order_set(order)),
+            through=f.through | head_set(self.graph, through),
+            kinds=_meet(f.kinds, as_set(kind, "kind", KINDS)),
+            predicates=f.predicates + ((where,) if where is not None else ()),
+        )
+        return PathExpansion(self._context, filters)
+
+    # ------------------------------------------------------------------ evaluation
+    def contributions(self, cache: ActivationCache, targets: Any) -> PathContributions:
+        """Every term's contribution to the logits ``targets`` (token ids ``[batch, pos]``).
+
+        Paths are evaluated depth-first so that a shared prefix (e.g. ``embed → 0.3``) is
+        computed once for all its continuations, in a ``d_head``-wide basis; the vocabulary
+        dimension is never touched. ``values.sum(0)`` equals the logits at the targets.
+        """
+        algebra = PathAlgebra(self.model, cache)
+        target_ids = algebra.targets(targets)
+        paths = list(self.paths())
+        values = np.empty((len(paths), *algebra.shape), dtype=self.model.dtype)
+        for index, value in _target_values(algebra, target_ids, paths):
+            values[index] = value
+        terms = tuple(PathTerm(path, self._context) for path in paths)
+        return PathContributions(terms, values, target_ids)
+
+    def evaluate(self, cache: ActivationCache, targets: Any = None) -> FloatArray:
+        """The sum of the terms: ``[batch, pos, d_vocab]`` (the logits, for the full expansion).
+
+        With ``targets``, the sum ``[batch, pos]`` of their target-logit contributions. Streams
+        ending at the same head are added in its ``d_head``-wide basis before the single readout.
+        """
+        algebra = PathAlgebra(self.model, cache)
+        paths = list(self.paths())
+        if targets is not None:
+            total = np.zeros(algebra.shape, dtype=self.model.dtype)
+            for _, value in _target_values(algebra, algebra.targets(targets), paths):
+                total += value
+            return total
+        logits = np.zeros((*algebra.shape, self.model.cfg.d_vocab), dtype=self.model.dtype)
+        logits += sum(1 for path in paths if path[0] == "b_U") * self.model.b_U
+        summed: dict[Any, FloatArray] = {}
+        for _, stream in algebra.walk([path[:-1] for path in paths if path[0] != "b_U"]):
+            summed[stream.owner] = (
+                summed[stream.owner] + stream.z if stream.owner in summed else stream.z
+            )
+        for owner, z in summed.items():
+            logits += algebra.logits(Stream(owner, z))
+        return logits
+
+    # ------------------------------------------------------------------ printing
+    def latex(self, *, grouped: bool = True, expand: bool = False) -> str:
+        r"""The expansion as a LaTeX sum, the right-hand side of ``logits = …``.
+
+        With ``grouped`` (default) the terms that differ only in which head of each layer they
+        visit are written once, summed over the heads :math:`\mathcal{H}_l` of each layer ``l``, as
+        the Framework writes :math:`\sum_{h \in \mathcal{H}_0} A^h \otimes W_U W_{OV}^h W_E`.
+        A group is summed only when it is complete (every head present, e.g. not after
+        ``filter(through=…)``) and layers have more than one head.
+        """
+        groups: dict[Hashable, list[tuple[str, ...]]] = defaultdict(list)
+        for path in self.paths():
+            groups[_signature(path) if grouped else path].append(path)
+        pieces = [self._group_latex(members, expand) for members in groups.values()]
+        return " + ".join(pieces) if pieces else "0"
+
+    def _group_latex(self, members: list[tuple[str, ...]], expand: bool) -> str:
+        symbols, path = self._context.symbols, members[0]
+        slots = _slots(path)
+        heads = self.model.cfg.n_heads
+        if len(members) == 1 or heads == 1 or len(members) != heads ** len(slots):
+            return " + ".join(symbols.ov_term(p, expand=expand).latex() for p in members)
+        return head_sums(slots) + symbols.ov_term(path, _placeholders(slots), expand=expand).latex()
+
+    def _repr_latex_(self) -> str:
+        return f"$\\text{{logits}} = {self.latex()}$"
+
+    def __repr__(self) -> str:
+        return f"PathExpansion({self.model!r}, terms={len(self)})"
+
+
+def _slots(path: Sequence[str]) -> list[str]:
+    """The heads a grouped sum ranges over: the owner of a value-bias source, then the path's."""
+    info = parse_node(path[0])
+    owner = [info.owner] if info.weight == "b_V" and info.owner is not None else []
+    return owner + [node for node in path[1:] if parse_node(node).role == "head"]
+
+
+def _signature(path: Sequence[str]) -> Hashable:
+    """What the terms of one grouped sum share: the source (value biases by layer), head layers."""
+    source = "b_V" if parse_node(path[0]).weight == "b_V" else path[0]
+    return source, tuple(parse_head(slot)[0] for slot in _slots(path[:-1]))
+
+
+def _placeholders(slots: Sequence[str], prefix: str = "h") -> dict[str, str]:
+    if len(slots) == 1:
+        return {slots[0]: prefix}
+    return {slot: f"{prefix}_{i + 1}" for i, slot in enumerate(slots)}
+
+
+def head_sums(slots: Sequence[str], prefix: str = "h") -> str:
+    r"""``\sum_{h_1 \in \mathcal{H}_0} \sum_{h_2 \in \mathcal{H}_1}`` for heads in layers 0 and 1."""
+    labels = _placeholders(slots, prefix)
+    return "".join(
+        rf"\sum_{{{labels[slot]} \in \mathcal{{H}}_{{{parse_head(slot)[0]}}}}} " for slot in slots
+    )
+
+
+def path_expansion(
+    model: AttnOnlyTransformer | nx.DiGraph, *, biases: BiasPolicy = "nonzero"
+) -> PathExpansion:
+    """The path expansion of ``model``'s logits (or of a graph from :func:`computation_graph`).
+
+    ``biases`` is passed to :func:`~circuits.computation_graph`: the default keeps the bias
+    sources that are nonzero, so the terms always sum to the logits.
+    """
+    return PathExpansion(ExpansionContext(model, biases))
