@@ -75,22 +75,26 @@ def escape_label(text: object, *, bold: str | None = None) -> str:
 
 
 def head_roles(model: AttnOnlyTransformer) -> dict[str, list[str]]:
-    """Roles of heads named in ``model.metadata["head_roles"]``, as ``{head name: [roles]}``.
+    """Roles of heads recorded in ``model.metadata``, as ``{head name: [roles]}``.
 
-    The metadata may map a role to a list of heads (``{"induction": ["1.0"]}``) or a head to a role
-    or list of roles (``{"1.0": "induction"}``); entries naming no head of the model are ignored.
+    Read from ``metadata["roles"]`` and ``metadata["head_roles"]``, each mapping a head to a role
+    or list of roles (``{"1.0": "induction"}``) or a role to a list of heads
+    (``{"induction": ["1.0"]}``); underscores become spaces, and names of heads the model does not
+    have are ignored.
     """
     found: dict[str, list[str]] = {}
-    entries = model.metadata.get("head_roles")
-    if not isinstance(entries, Mapping):
-        return found
     names = set(model.cfg.head_names())
-    for key, value in entries.items():
-        values = [value] if isinstance(value, str) else list(value or [])
-        pairs = [(key, v) for v in values] if key in names else [(v, key) for v in values]
-        for head, role in pairs:
-            if head in names and role not in found.setdefault(head, []):
-                found[head].append(str(role).replace("_", " "))
+    for key in ("roles", "head_roles"):
+        entries = model.metadata.get(key)
+        if not isinstance(entries, Mapping):
+            continue
+        for name, value in entries.items():
+            values = [value] if isinstance(value, str) else list(value or [])
+            pairs = [(name, v) for v in values] if name in names else [(v, name) for v in values]
+            for head, role in pairs:
+                text = str(role).replace("_", " ")
+                if head in names and text not in found.setdefault(head, []):
+                    found[head].append(text)
     return found
 
 

@@ -35,6 +35,7 @@ except ModuleNotFoundError as _missing:  # pragma: no cover - exercised in a sub
 
 from ._arrays import FloatArray, as_real_array
 from ._checks import is_int
+from .analysis._heads import HeadRef, resolve
 from .config import POSITIONAL_EMBEDDING_TYPES, TransformerConfig
 from .errors import ConfigError, ShapeError, TokenError
 from .factored import FactoredMatrix
@@ -478,7 +479,7 @@ def assert_same_logits(
 
 def assert_attends(
     cache: ActivationCache,
-    head: str | tuple[int, int],
+    head: HeadRef,
     expected: Any | Callable[[IntArray], Any],
     *,
     at_least: float = 0.9,
@@ -489,7 +490,7 @@ def assert_attends(
     for every sequence; ``−1`` = no expectation), or is a function of the tokens ``[batch, pos]``
     returning them, such as :func:`previous_token_positions` or :func:`induction_positions`.
     """
-    layer, index = _head(cache, head)
+    layer, index = resolve(cache.model, head)
     tokens = cache.tokens
     keys = np.asarray(expected(tokens) if callable(expected) else expected)
     if keys.shape == tokens.shape[1:]:
@@ -513,9 +514,3 @@ def assert_attends(
             f"{weights[worst]:.4g} to key {int(keys[b, i])} (expected ≥ {at_least:g}); "
             f"its largest attention is {pattern[b, i].max():.4g} on key {int(pattern[b, i].argmax())}"
         )
-
-
-def _head(cache: ActivationCache, head: str | tuple[int, int]) -> tuple[int, int]:
-    if isinstance(head, str):
-        return cache.model.cfg.resolve_head(head)
-    return cache.model.cfg.resolve_head(*head)

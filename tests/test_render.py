@@ -73,8 +73,13 @@ def test_roles_from_metadata_and_arguments_are_shown() -> None:
     assert "name mover" in text and "induction" not in text
     with pytest.raises(HeadError):
         render.circuit_diagram(model, roles={"5.0": "nowhere"})
-    flipped = model.replace(metadata={"head_roles": {"0.0": "duplicate token"}})
-    assert render.head_roles(flipped) == {"0.0": ["duplicate token"]}
+    flipped = model.replace(
+        metadata={
+            "roles": {"0.0": "duplicate-token", "1.1": ["a", "b"]},
+            "head_roles": {"b": ["1.1"]},
+        }
+    )
+    assert render.head_roles(flipped) == {"0.0": ["duplicate-token"], "1.1": ["a", "b"]}
 
 
 LABEL_CHARS = st.text(
