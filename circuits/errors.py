@@ -23,6 +23,7 @@ __all__ = [
     "TokenError",
     "VerificationError",
     "WeightError",
+    "ZooError",
 ]
 
 
@@ -86,3 +87,7 @@ class ConstructionError(CircuitsError, ValueError):
 
 class VerificationError(CircuitsError, ValueError):
     """A certificate or exhaustive check is asked for a model or family it does not cover."""
+
+
+class ZooError(CircuitsError, LookupError):
+    """A model is asked of the zoo that it does not ship (the message lists the names it has)."""
