@@ -30,8 +30,10 @@ import numpy as np
 
 from ._checks import is_real
 from .config import head_name
-from .errors import CircuitsError, PathError, RenderError
+from .errors import PathError, RenderError
+from .graph import EMBED, POS_EMBED, UNEMBED, parse_node
 from .model import AttnOnlyTransformer
+from .paths import PathTerm, path_expansion
 
 __all__ = [
     "COMPOSITION_STYLES",
@@ -59,8 +61,7 @@ GRAPHVIZ_HINT = (
     "graphviz; conda: conda install graphviz), or paste the .dot source into any Graphviz viewer"
 )
 _PATH_COLOURS = ("#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
-EMBED, POS_EMBED, UNEMBED = "embed", "pos_embed", "unembed"
-_SOURCES = {EMBED: "tokens  W_E", POS_EMBED: "positions  W_P"}
+_SOURCES = {EMBED: "tokens W_E", POS_EMBED: "positions W_P"}
 
 
 def escape_label(text: object, *, bold: str | None = None) -> str:
@@ -104,7 +105,7 @@ def circuit_diagram(
     composition: Mapping[str, Any] | None = None,
     threshold: float = 0.3,
     roles: Mapping[str, str | Sequence[str]] | None = None,
-    highlight: Iterable[Sequence[str]] = (),
+    highlight: Iterable[PathTerm | Sequence[str]] = (),
     title: str | None = None,
 ) -> graphviz.Digraph:
     """The model as a Graphviz graph: residual spine, embeddings, heads by layer, unembedding.
@@ -113,8 +114,10 @@ def circuit_diagram(
     n_layers, n_heads]`` (entry ``[l₁, h₁, l₂, h₂]`` from writer ``l₁.h₁`` to reader ``l₂.h₂``, as
     ``circuits.analysis.all_composition_scores`` returns them); each score ``≥ threshold`` becomes
     an edge. ``roles`` (default: :func:`head_roles`) labels heads. Each path of ``highlight`` is a
-    sequence of node names (``"embed"``, ``"pos_embed"``, head names ``"l.h"``, ``"unembed"``, as in
-    :mod:`circuits.graph`); a path of head names alone runs from ``embed`` to ``unembed``.
+    term of :func:`~circuits.paths.path_expansion` or a path of the computation graph as node
+    names (``"embed"``, ``"pos_embed"``, ``"b_O[0]"``, heads ``"l.h"``, ``"unembed"``; see
+    :mod:`circuits.graph`); heads alone run from ``embed`` to ``unembed``. Bias sources appear
+    only when a highlighted path starts at one.
 
     Node names in the diagram (the ``<title>`` of each node in its SVG) are ``embed``,
     ``pos_embed``, ``resid 0`` … ``resid L``, the head names and ``unembed``.
@@ -188,7 +191,7 @@ def _skeleton(
             if cfg.positional_embedding_type == "shortformer":
                 graph.edge(POS_EMBED, name, color="#bbbbbb", style="dashed", constraint="false",
                            tooltip="shortformer positions: queries and keys only")  # fmt: skip
-    graph.node(UNEMBED, escape_label("logits  W_U"), **box)
+    graph.node(UNEMBED, escape_label("logits W_U"), **box)
     graph.edge(f"resid {cfg.n_layers}", UNEMBED, color="#888888")
     return graph
 
@@ -218,38 +221,35 @@ def _composition_edges(
     return sorted(edges, key=lambda edge: -edge[3])
 
 
-def _path_nodes(model: AttnOnlyTransformer, path: Sequence[str]) -> list[str]:
-    """Node names of a path, checked: a source, heads in increasing layers, the sink."""
+def _path_nodes(model: AttnOnlyTransformer, path: PathTerm | Sequence[str]) -> tuple[str, ...]:
+    """The nodes of a path of the computation graph, checked against the model.
+
+    Heads alone are completed to ``embed → … → unembed``; a missing final ``unembed`` is added.
+    """
+    if isinstance(path, PathTerm):
+        return path.path
     if isinstance(path, str) or not path:
         raise PathError(f"a path is a non-empty sequence of node names, got {path!r}")
-    nodes = list(path)
-    if nodes[0] not in _SOURCES:
-        nodes.insert(0, EMBED)
-    if nodes[-1] != UNEMBED:
-        nodes.append(UNEMBED)
-    if nodes[0] == POS_EMBED and model.W_P is None:
-        raise PathError("path starts at pos_embed, but the model has no positional embedding")
-    layers = []
-    for node in nodes[1:-1]:
-        try:
-            layers.append(model.cfg.resolve_head(node)[0])
-        except CircuitsError:
-            raise PathError(
-                f"path {list(path)}: {node!r} is not a head of the model; expected names like "
-                f"'0.1' between a source ({EMBED}, {POS_EMBED}) and {UNEMBED}"
-            ) from None
-    if any(b <= a for a, b in itertools.pairwise(layers)):
-        raise PathError(f"path {list(path)}: heads must be in strictly increasing layers")
-    return nodes
+    nodes = tuple(path)
+    if parse_node(nodes[0]).role != "source":
+        nodes = (EMBED, *nodes)
+    return path_expansion(model, biases="all").term(*nodes).path
 
 
 def _highlight(
-    graph: graphviz.Digraph, model: AttnOnlyTransformer, path: Sequence[str], colour: str
+    graph: graphviz.Digraph,
+    model: AttnOnlyTransformer,
+    path: PathTerm | Sequence[str],
+    colour: str,
 ) -> None:
     nodes = _path_nodes(model, path)
     tooltip = " → ".join(nodes)
     for node in nodes:
-        graph.node(node, style="rounded,filled,bold", fillcolor=colour + "33", color=colour)
+        bias = parse_node(node).part == "bias"  # bias sources are drawn only when on a path
+        extra = {"label": escape_label(f"bias {node}"), "shape": "box"} if bias else {}
+        graph.node(
+            node, style="rounded,filled,bold", fillcolor=colour + "33", color=colour, **extra
+        )
     for start, end in itertools.pairwise(nodes):
         graph.edge(start, end, color=colour, penwidth="3", constraint="false", tooltip=tooltip)
 

@@ -132,7 +132,7 @@ def test_demo_writes_its_pictures(capsys: pytest.CaptureFixture[str], tmp_path: 
         (["analyze", "{missing}"], "no such file"),
         (["analyze", "{garbage}"], "not a readable .npz file"),
         (["render", "{model}", "--out", "{tmp}/x.jpg"], "unknown diagram type '.jpg'"),
-        (["render", "{model}", "--out", "{tmp}/m.svg", "--highlight", "1.0,0.1"], "increasing"),
+        (["render", "{model}", "--out", "{tmp}/m.svg", "--highlight", "1.0,0.1"], "is not a path"),
         (["render", "{model}", "--out", "{tmp}/none/m.dot"], "cannot write"),
         (["analyze", "{model}", "--seq-len", "100"], "seq_len"),
         (["demo", "--out", "{garbage}/sub"], "cannot create"),

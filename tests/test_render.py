@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from circuits import AttnOnlyTransformer, HeadError, render
 from circuits import testing as ct
 from circuits.errors import PathError, RenderError
+from circuits.paths import path_expansion
 
 SVG = "{http://www.w3.org/2000/svg}"
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is missing")
@@ -159,13 +160,27 @@ def test_highlighted_paths_are_drawn_from_source_to_sink() -> None:
     assert graph.source.count("embed → 0.1 → 1.2 → unembed") == 3
 
 
+@needs_dot
+def test_terms_and_bias_paths_can_be_highlighted() -> None:
+    model = random_model()
+    term = path_expansion(model).term("pos_embed", "0.2", "1.1")
+    graph = render.circuit_diagram(model, highlight=[term, ["b_V[0.1]", "1.0"], ["b_U"]])
+    svg = render.to_svg(graph) or ""
+    edges = svg_titles(svg, "edge")
+    for edge in ("pos_embed->0.2", "0.2->1.1", "1.1->unembed", "b_V[0.1]->1.0", "b_U->unembed"):
+        assert edge in edges
+    assert {"b_V[0.1]", "b_U"} <= set(svg_titles(svg, "node"))
+    assert "bias b_V[0.1]" in svg_text(svg)
+    assert "b_O[0]" not in svg_titles(render.to_svg(render.circuit_diagram(model)) or "", "node")
+
+
 @pytest.mark.parametrize(
     ("path", "message"),
     [
-        (["1.0", "0.1"], "strictly increasing layers"),
-        (["0.1", "0.2"], "strictly increasing layers"),
-        (["embed", "9.9", "unembed"], "'9.9' is not a head"),
-        (["embed", "W_X"], "'W_X' is not a head"),
+        (["1.0", "0.1"], r"embed → 1\.0 → 0\.1 → unembed is not a path"),
+        (["0.1", "0.2"], "is not a path"),
+        (["embed", "9.9", "unembed"], "is not a path"),
+        (["embed", "W_X"], "is not a path"),
         ("0.1", "non-empty sequence"),
         ([], "non-empty sequence"),
     ],
@@ -177,7 +192,7 @@ def test_bad_paths_are_rejected(path: list[str], message: str) -> None:
 
 def test_paths_from_missing_positions_are_rejected() -> None:
     model = random_model(positional_embedding_type="none")
-    with pytest.raises(PathError, match="no positional embedding"):
+    with pytest.raises(PathError, match=r"pos_embed → 0\.0 → unembed is not a path"):
         render.circuit_diagram(model, highlight=[["pos_embed", "0.0"]])
 
 
