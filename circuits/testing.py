@@ -40,10 +40,12 @@ from .config import POSITIONAL_EMBEDDING_TYPES, TransformerConfig
 from .errors import ConfigError, ShapeError, TokenError
 from .factored import FactoredMatrix
 from .model import ActivationCache, AttnOnlyTransformer, IntArray
+from .paths import path_expansion
 
 __all__ = [
     "Size",
     "assert_attends",
+    "assert_path_expansion_exact",
     "assert_same_logits",
     "assert_terms_sum_to",
     "change_head_bases",
@@ -461,6 +463,35 @@ def assert_terms_sum_to(
     problem = _deviation(summed, expected, atol, rtol)
     if problem is not None:
         raise AssertionError(f"the terms do not sum to the total: {problem}")
+
+
+def assert_path_expansion_exact(
+    model: AttnOnlyTransformer,
+    tokens: Any,
+    *,
+    atol: float = 1e-9,
+    rtol: float = 1e-9,
+    **filters: Any,
+) -> None:
+    r"""Assert that the terms of :func:`~circuits.paths.path_expansion` sum to the logits.
+
+    :math:`\text{logits} = \sum_\text{paths} (A^{h_m} \cdots A^{h_1} P_0) \otimes
+    (W_U W_{OV}^{h_m} \cdots W_{OV}^{h_1} W_0)`, each term evaluated on its own with the patterns
+    of ``model.run_with_cache(tokens)``. ``filters`` (``order=``, ``through=``, ``source=``, …, as
+    :meth:`PathExpansion.filter <circuits.paths.PathExpansion.filter>` takes them) narrow the
+    expansion: the assertion then states that the terms left out contribute nothing.
+    """
+    _, cache = model.run_with_cache(tokens)
+    expansion = path_expansion(model).filter(**filters)
+    try:
+        assert_terms_sum_to(
+            (term.evaluate(cache) for term in expansion),
+            model.forward(cache.tokens),
+            atol=atol,
+            rtol=rtol,
+        )
+    except AssertionError as error:
+        raise AssertionError(f"path expansion of {len(expansion)} terms: {error}") from None
 
 
 def assert_same_logits(

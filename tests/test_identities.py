@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from circuits import AttnOnlyTransformer, FactoredMatrix, causal_softmax
 from circuits import testing as ct
+from circuits.paths import path_expansion
 
 SMALL = ct.configs(n_layers=(1, 2), n_heads=(1, 2), d_model=(2, 5), d_vocab=(2, 6), n_ctx=(2, 5))
 TWO_LAYERS = ct.configs(n_layers=2, n_heads=(1, 2), d_model=(2, 5), d_vocab=(2, 6), n_ctx=(2, 5))
@@ -55,23 +56,28 @@ def test_layer_is_identity_plus_sum_of_head_tensor_products(
         np.testing.assert_allclose(after, cache.resid(layer + 1)[0], atol=1e-10)
 
 
-def reference_path_terms(model: AttnOnlyTransformer, tokens: np.ndarray) -> list[np.ndarray]:
+def reference_path_terms(
+    model: AttnOnlyTransformer, tokens: np.ndarray
+) -> dict[tuple[str, ...], np.ndarray]:
     """Every term of the path expansion of the logits [pos, V], patterns frozen, written out here.
 
-    A path visits heads h_1, …, h_m in increasing layers; from a source S ([pos, d]: tokens,
-    positions, or the constant bias a layer writes) it contributes (A^{h_m} ⋯ A^{h_1}) S
-    (W_U W_OV^{h_m} ⋯ W_OV^{h_1})ᵀ. b_U is one more term.
+    A path visits heads h_1, …, h_m in increasing layers; from a source S ([pos, d]) it contributes
+    (A^{h_m} ⋯ A^{h_1}) S (W_U W_OV^{h_m} ⋯ W_OV^{h_1})ᵀ. Sources: tokens (``embed``), standard
+    positions (``pos_embed``), each head's value bias W_O b_V and each layer's b_O (entering after
+    their layer), and b_U, directly at the logits. Keys are the paths as node names.
     """
     _, cache = model.run_with_cache(tokens)
     cfg, n = model.cfg, len(tokens)
-    sources = [(-1, model.W_E[:, tokens].T)]
+    sources = {"embed": (-1, model.W_E[:, tokens].T)}
     if cfg.positional_embedding_type == "standard":
-        sources.append((-1, model.W_P[:, :n].T))
-    for layer in range(cfg.n_layers):  # a layer's constant output enters after that layer
-        heads_bias = sum(model.W_O[layer, h] @ model.b_V[layer, h] for h in range(cfg.n_heads))
-        sources.append((layer, np.tile(model.b_O[layer] + heads_bias, (n, 1))))
-    terms = [np.tile(model.b_U, (n, 1))]
-    for start, source in sources:
+        sources["pos_embed"] = (-1, model.W_P[:, :n].T)
+    for layer in range(cfg.n_layers):
+        sources[f"b_O[{layer}]"] = (layer, np.tile(model.b_O[layer], (n, 1)))
+        for h in range(cfg.n_heads):
+            constant = model.W_O[layer, h] @ model.b_V[layer, h]
+            sources[f"b_V[{layer}.{h}]"] = (layer, np.tile(constant, (n, 1)))
+    terms = {("b_U", "unembed"): np.tile(model.b_U, (n, 1))}
+    for name, (start, source) in sources.items():
         later = range(start + 1, cfg.n_layers)
         for m in range(len(later) + 1):
             for layers in itertools.combinations(later, m):
@@ -80,7 +86,8 @@ def reference_path_terms(model: AttnOnlyTransformer, tokens: np.ndarray) -> list
                     for layer, head in zip(layers, heads, strict=True):
                         stream = cache.pattern(layer, head)[0] @ stream
                         weight = model.W_OV(layer, head).AB @ weight
-                    terms.append(stream @ (model.W_U @ weight).T)
+                    path = (name, *(f"{a}.{b}" for a, b in zip(layers, heads, strict=True)))
+                    terms[(*path, "unembed")] = stream @ (model.W_U @ weight).T
     return terms
 
 
@@ -91,8 +98,23 @@ def test_path_terms_sum_to_the_logits(model: AttnOnlyTransformer, data: st.DataO
     terms = reference_path_terms(model, tokens)
     H, L = model.cfg.n_heads, model.cfg.n_layers
     n_embeddings = 2 if model.cfg.positional_embedding_type == "standard" else 1
-    assert len(terms) == 1 + n_embeddings * (1 + H) ** L + (1 + H) + 1  # b_U, embeddings, b_O's
-    ct.assert_terms_sum_to(terms, model.forward(tokens))
+    n_biases = (1 + H) * (1 + H) + 1 + H  # b_O[0], b_V[0.h] then layer 1; b_O[1], b_V[1.h]
+    assert len(terms) == 1 + n_embeddings * (1 + H) ** L + n_biases
+    ct.assert_terms_sum_to(terms.values(), model.forward(tokens))
+
+
+@given(ct.models(SMALL, biases=True), st.data())
+def test_library_path_terms_are_the_frameworks_terms(
+    model: AttnOnlyTransformer, data: st.DataObject
+) -> None:
+    """Each term of circuits.path_expansion equals the same path's term written out above."""
+    tokens = data.draw(ct.token_sequences(model))
+    expected = reference_path_terms(model, tokens)
+    _, cache = model.run_with_cache(tokens)
+    terms = {term.path: term for term in path_expansion(model, biases="all")}
+    assert set(terms) == set(expected)
+    for path, value in expected.items():
+        np.testing.assert_allclose(terms[path].evaluate(cache)[0], value, atol=1e-10, err_msg=path)
 
 
 # ---------------------------------------------------------------------- attention scores

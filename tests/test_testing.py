@@ -215,3 +215,16 @@ def test_missing_hypothesis_gives_an_install_hint() -> None:
     assert result.returncode != 0
     assert "ImportError: circuits.testing needs Hypothesis" in result.stderr
     assert "pip install 'circuits[dev]'" in result.stderr
+
+
+@given(ct.models(SMALL), st.data())
+def test_assert_path_expansion_exact(model: AttnOnlyTransformer, data: st.DataObject) -> None:
+    tokens = data.draw(ct.token_sequences(model, batch=2))
+    ct.assert_path_expansion_exact(model, tokens)
+    ct.assert_path_expansion_exact(model, tokens, order=range(model.cfg.n_layers + 1))
+
+
+def test_assert_path_expansion_exact_fails_on_a_partial_expansion() -> None:
+    model = AttnOnlyTransformer.random(FIXED, biases=True)
+    with pytest.raises(AssertionError, match=r"path expansion of \d+ terms: .*largest error"):
+        ct.assert_path_expansion_exact(model, [1, 2, 3], order=0)
