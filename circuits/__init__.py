@@ -3,6 +3,7 @@
 The data flows one way through the package::
 
     weights (factored, config) → model → io
+    model → graph → symbolic → paths → qk_paths
 """
 
 from .analysis import (
@@ -27,13 +28,18 @@ from .errors import (
     HeadError,
     ModelFileError,
     NumericalError,
+    PathError,
     ShapeError,
     TokenError,
     WeightError,
 )
 from .factored import FactoredMatrix
+from .graph import computation_graph, count_paths, iter_paths
 from .io import load, save
 from .model import ActivationCache, AttnOnlyTransformer, causal_softmax
+from .paths import PathContributions, PathExpansion, PathTerm, path_expansion
+from .qk_paths import QKContributions, QKExpansion, QKTerm, qk_expansion
+from .symbolic import Kron
 
 __version__ = "0.1.0"
 
@@ -45,8 +51,16 @@ __all__ = [
     "ConfigError",
     "FactoredMatrix",
     "HeadError",
+    "Kron",
     "ModelFileError",
     "NumericalError",
+    "PathContributions",
+    "PathError",
+    "PathExpansion",
+    "PathTerm",
+    "QKContributions",
+    "QKExpansion",
+    "QKTerm",
     "ShapeError",
     "TokenError",
     "TransformerConfig",
@@ -56,14 +70,19 @@ __all__ = [
     "causal_softmax",
     "composition_baseline",
     "composition_scores",
+    "computation_graph",
     "copying_scores",
+    "count_paths",
     "detect_heads",
     "head_name",
+    "iter_paths",
     "load",
     "ov_circuit",
     "parse_head",
+    "path_expansion",
     "positional_qk_circuit",
     "prefix_matching_scores",
+    "qk_expansion",
     "relative_composition_scores",
     "save",
     "token_qk_circuit",

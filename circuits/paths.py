@@ -38,7 +38,7 @@ from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import networkx as nx
 import numpy as np
@@ -63,6 +63,7 @@ from .model import ActivationCache, AttnOnlyTransformer
 from .symbolic import Kron, ModelSymbols, pattern_values, substitute, weight_values
 
 __all__ = [
+    "Contributions",
     "PathContributions",
     "PathExpansion",
     "PathTerm",
@@ -207,6 +208,11 @@ class PathTerm:
     def __hash__(self) -> int:
         return hash((self.path, id(self._context.model)))
 
+    @property
+    def key(self) -> tuple[str, ...]:
+        """What identifies the term within its expansion: its path."""
+        return self.path
+
 
 def path_kind(path: Sequence[str]) -> Kind:
     """The kind of a path of the logits: ``"bias"``, ``"direct"``, ``"head"`` or ``"virtual"``."""
@@ -239,58 +245,81 @@ def _target_values(
         yield where[position], readout(stream)
 
 
+TermT = TypeVar("TermT", bound="PathTerm | Any")
+
+
 @dataclass(frozen=True)
-class PathContributions:
-    """Every term's contribution to chosen target logits: ``values[i]`` belongs to ``terms[i]``.
+class Contributions(Generic[TermT]):
+    """Terms with their numeric contributions: ``values[i]`` (``[batch, …]``) belongs to ``terms[i]``."""
 
-    ``values`` is ``[n_terms, batch, pos]``; ``targets`` the token ids ``[batch, pos]``.
-    """
-
-    terms: tuple[PathTerm, ...]
+    terms: tuple[TermT, ...]
     values: FloatArray
-    targets: IntArray
 
     def __len__(self) -> int:
         return len(self.terms)
 
-    def __iter__(self) -> Iterator[tuple[PathTerm, FloatArray]]:
+    def __iter__(self) -> Iterator[tuple[TermT, FloatArray]]:
         return zip(self.terms, self.values, strict=True)
 
     @cached_property
-    def _index(self) -> dict[tuple[str, ...], int]:
-        return {term.path: i for i, term in enumerate(self.terms)}
+    def _index(self) -> dict[Hashable, int]:
+        return {term.key: i for i, term in enumerate(self.terms)}
 
-    def __getitem__(self, key: PathTerm | Sequence[str]) -> FloatArray:
-        """The contribution ``[batch, pos]`` of a term, given as a term or as its path."""
-        path = key.path if isinstance(key, PathTerm) else tuple(key)
-        if path and path[-1] != UNEMBED:
-            path = (*path, UNEMBED)
-        if path not in self._index:
-            raise PathError(f"no term {' → '.join(path)} among these contributions")
-        value: FloatArray = self.values[self._index[path]]
+    def _key(self, key: Any) -> Hashable:
+        """The lookup key of ``key``: a term's own key, or a description of a term."""
+        lookup: Hashable = key.key if hasattr(key, "key") else key
+        return lookup
+
+    def __getitem__(self, key: Any) -> FloatArray:
+        """The contribution of a term, given as a term or as its path(s)."""
+        lookup = self._key(key)
+        if lookup not in self._index:
+            raise PathError(f"no term {key!r} among these contributions")
+        value: FloatArray = self.values[self._index[lookup]]
         return value
 
     def total(self) -> FloatArray:
-        """The sum over terms, ``[batch, pos]`` (the target logits, for a full expansion)."""
+        """The sum over the terms (for a full expansion: the quantity expanded)."""
         total: FloatArray = self.values.sum(axis=0)
         return total
 
-    def group(self, key: Callable[[PathTerm], Hashable]) -> dict[Hashable, FloatArray]:
-        """Sums ``[batch, pos]`` of the contributions per value of ``key(term)`` (e.g. kind)."""
+    def group(self, key: Callable[[TermT], Hashable]) -> dict[Hashable, FloatArray]:
+        """Sums of the contributions per value of ``key(term)`` (e.g. ``lambda t: t.kind``)."""
         sums: dict[Hashable, FloatArray] = {}
         for term, value in self:
             group = key(term)
             sums[group] = sums[group] + value if group in sums else value.copy()
         return sums
 
-    def ranked(self, mask: Any = None) -> list[tuple[PathTerm, float]]:
-        """Terms with their mean contribution (over the positions ``mask`` keeps), largest |mean| first."""
-        keep = np.ones(self.values.shape[1:], dtype=bool) if mask is None else np.asarray(mask)
+    def default_mask(self) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        """The entries :meth:`ranked` averages over by default: all of them."""
+        return np.ones(self.values.shape[1:], dtype=bool)
+
+    def ranked(self, mask: Any = None) -> list[tuple[TermT, float]]:
+        """Terms with their mean contribution over the entries ``mask`` keeps, largest |mean| first."""
+        keep = self.default_mask() if mask is None else np.asarray(mask)
         if keep.shape != self.values.shape[1:] or keep.dtype != bool:
             raise PathError(f"mask: expected booleans of shape {list(self.values.shape[1:])}")
         means = self.values[:, keep].mean(axis=1)
         order = np.argsort(-np.abs(means), kind="stable")
         return [(self.terms[i], float(means[i])) for i in order]
+
+
+@dataclass(frozen=True)
+class PathContributions(Contributions[PathTerm]):
+    """Every term's contribution ``[batch, pos]`` to the logits ``targets[b, i]``.
+
+    ``values`` is ``[n_terms, batch, pos]``; ``targets`` the token ids ``[batch, pos]``. Index
+    with a term or its path (``contributions["embed", "0.1"]``, ``"unembed"`` optional).
+    """
+
+    targets: IntArray
+
+    def _key(self, key: Any) -> Hashable:
+        if isinstance(key, PathTerm):
+            return key.path
+        path = tuple(key)
+        return path if path and path[-1] == UNEMBED else (*path, UNEMBED)
 
 
 # ---------------------------------------------------------------------------------- expansion
@@ -470,11 +499,13 @@ class PathExpansion:
 
     def _group_latex(self, members: list[tuple[str, ...]], expand: bool) -> str:
         symbols, path = self._context.symbols, members[0]
-        slots = _slots(path)
+        summed = summed_heads(path)
         heads = self.model.cfg.n_heads
-        if len(members) == 1 or heads == 1 or len(members) != heads ** len(slots):
+        if len(members) == 1 or heads == 1 or len(members) != heads ** len(summed):
             return " + ".join(symbols.ov_term(p, expand=expand).latex() for p in members)
-        return head_sums(slots) + symbols.ov_term(path, _placeholders(slots), expand=expand).latex()
+        return (
+            head_sums(summed) + symbols.ov_term(path, placeholders(summed), expand=expand).latex()
+        )
 
     def _repr_latex_(self) -> str:
         return f"$\\text{{logits}} = {self.latex()}$"
@@ -483,7 +514,7 @@ class PathExpansion:
         return f"PathExpansion({self.model!r}, terms={len(self)})"
 
 
-def _slots(path: Sequence[str]) -> list[str]:
+def summed_heads(path: Sequence[str]) -> list[str]:
     """The heads a grouped sum ranges over: the owner of a value-bias source, then the path's."""
     info = parse_node(path[0])
     owner = [info.owner] if info.weight == "b_V" and info.owner is not None else []
@@ -493,20 +524,21 @@ def _slots(path: Sequence[str]) -> list[str]:
 def _signature(path: Sequence[str]) -> Hashable:
     """What the terms of one grouped sum share: the source (value biases by layer), head layers."""
     source = "b_V" if parse_node(path[0]).weight == "b_V" else path[0]
-    return source, tuple(parse_head(slot)[0] for slot in _slots(path[:-1]))
+    return source, tuple(parse_head(slot)[0] for slot in summed_heads(path[:-1]))
 
 
-def _placeholders(slots: Sequence[str], prefix: str = "h") -> dict[str, str]:
-    if len(slots) == 1:
-        return {slots[0]: prefix}
-    return {slot: f"{prefix}_{i + 1}" for i, slot in enumerate(slots)}
+def placeholders(heads: Sequence[str], prefix: str = "h") -> dict[str, str]:
+    """Summation indices for heads: ``h`` for one, ``h_1, h_2, …`` for several."""
+    if len(heads) == 1:
+        return {heads[0]: prefix}
+    return {head: f"{prefix}_{i + 1}" for i, head in enumerate(heads)}
 
 
-def head_sums(slots: Sequence[str], prefix: str = "h") -> str:
+def head_sums(heads: Sequence[str], prefix: str = "h") -> str:
     r"""``\sum_{h_1 \in \mathcal{H}_0} \sum_{h_2 \in \mathcal{H}_1}`` for heads in layers 0 and 1."""
-    labels = _placeholders(slots, prefix)
+    labels = placeholders(heads, prefix)
     return "".join(
-        rf"\sum_{{{labels[slot]} \in \mathcal{{H}}_{{{parse_head(slot)[0]}}}}} " for slot in slots
+        rf"\sum_{{{labels[slot]} \in \mathcal{{H}}_{{{parse_head(slot)[0]}}}}} " for slot in heads
     )
 
 

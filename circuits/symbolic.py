@@ -302,20 +302,23 @@ class ModelSymbols:
         key: Sequence[str],
         labels: Mapping[str, str] | None = None,
         *,
+        key_labels: Mapping[str, str] | None = None,
         expand: bool = False,
     ) -> Kron:
         r"""The term of a head's scores for a query path and a key path (both ending at the head).
 
         :math:`P_q \otimes P_k \otimes \alpha^{-1} W_q^T W_{QK} W_k` for stream paths with patterns
         and weights :math:`P_q \otimes W_q`, :math:`P_k \otimes W_k`; a query bias replaces
-        :math:`W_q^T W_Q^T` by :math:`b_Q^T`, a key bias :math:`W_K W_k` by :math:`b_K`.
+        :math:`W_q^T W_Q^T` by :math:`b_Q^T`, a key bias :math:`W_K W_k` by :math:`b_K`. ``labels``
+        relabel the heads of the query path and the head itself, ``key_labels`` (default:
+        ``labels``) those of the key path, so that the two paths can range over heads separately.
         """
         if query[-1] != key[-1]:
             raise WeightError(f"query and key paths end at different heads: {query}, {key}")
         owner = _relabel(query[-1], labels)
         q, k = (
             self.stream(query[:-1], labels, expand=expand),
-            self.stream(key[:-1], labels, expand=expand),
+            self.stream(key[:-1], labels if key_labels is None else key_labels, expand=expand),
         )
         q_bias, k_bias = parse_node(query[0]).weight == "b_Q", parse_node(key[0]).weight == "b_K"
         if not (q_bias or k_bias or expand):
