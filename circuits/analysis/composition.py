@@ -16,7 +16,8 @@ not 0.
 **How it is computed.** Each reading map is a product :math:`L R` of a ``d × k`` and a ``k × d``
 factor (:math:`K^T Q` for Q, :math:`Q^T K` for K, :math:`O V` for V) and each writing map is
 :math:`O_1 V_1`. With thin QR factorisations :math:`L = P\,R_L` and :math:`V_1^T = P_1 R_1`
-(orthonormal :math:`P, P_1`),
+(orthonormal :math:`P, P_1`; :math:`R_L, R_1` are computed as ``k × k`` roots of the Gram
+matrices :math:`L^T L` and :math:`V_1 V_1^T`),
 
 .. math::
 
@@ -37,7 +38,7 @@ estimate of the mean score of heads with Gaussian factors of the model's shapes 
 from __future__ import annotations
 
 import math
-from typing import Literal, cast, get_args
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -145,16 +146,32 @@ def _whitened_readers(model: AttnOnlyTransformer, kind: str) -> FloatArray:
 
 
 def _whiten_reader(left: FloatArray, reading: FloatArray) -> FloatArray:
-    r""":math:`R_L\,\text{reading}` with :math:`L = P R_L` (thin QR): :math:`\|L X\| = \|R_L X\|` for any X."""
-    r_left = cast(FloatArray, np.linalg.qr(left, mode="r"))  # stubs mistype mode="r"
-    result: FloatArray = r_left @ reading
+    r""":math:`R_L\,\text{reading}` with :math:`R_L^T R_L = L^T L`, so :math:`\|L X\| = \|R_L X\|` for any X."""
+    result: FloatArray = _gram_root(left) @ reading
     return result
 
 
 def _whiten_writer(out: FloatArray, value: FloatArray) -> FloatArray:
-    r""":math:`O R_V^T` with :math:`V^T = P R_V` (thin QR): :math:`\|X O V\| = \|X O R_V^T\|` for any X."""
-    r_value = cast(FloatArray, np.linalg.qr(value.swapaxes(-1, -2), mode="r"))
-    result: FloatArray = out @ r_value.swapaxes(-1, -2)
+    r""":math:`O R_V^T` with :math:`R_V^T R_V = V V^T`, so :math:`\|X O V\| = \|X O R_V^T\|` for any X."""
+    result: FloatArray = out @ _gram_root(value.swapaxes(-1, -2)).swapaxes(-1, -2)
+    return result
+
+
+def _gram_root(factor: FloatArray) -> FloatArray:
+    r"""A ``k × k`` root R of the Gram matrix, :math:`R^T R = F^T F`, for each ``d × k`` factor F.
+
+    The Gram matrix is formed in float64 (exact products for float32 factors) and factored by
+    Cholesky; a rank-deficient factor falls back to the symmetric root :math:`S^{1/2} U^T` of
+    :math:`F^T F = U S U^T`. Far cheaper than a QR of the ``d × k`` factor.
+    """
+    wide = factor.astype(np.float64)
+    gram = wide.swapaxes(-1, -2) @ wide
+    try:
+        root = np.linalg.cholesky(gram).swapaxes(-1, -2)
+    except np.linalg.LinAlgError:
+        values, vectors = np.linalg.eigh(gram)
+        root = np.sqrt(np.clip(values, 0.0, None))[..., :, None] * vectors.swapaxes(-1, -2)
+    result: FloatArray = root.astype(factor.dtype)
     return result
 
 

@@ -23,6 +23,7 @@ With :math:`A` a head's attention pattern, averaged over samples:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -87,7 +88,7 @@ def behaviour_scores(
     """
     tokens = repeated_random_tokens(model, seq_len=seq_len, n_samples=n_samples, seed=seed)
     run = (tokens.shape[1] - _bos_offset(model)) // 2
-    _, cache = model.run_with_cache(tokens)
+    cache = _cache_on(model, tokens)
     shape = (model.cfg.n_layers, model.cfg.n_heads)
     scores: dict[str, FloatArray] = {name: np.zeros(shape) for name in BEHAVIOURS}
     for layer, head in model.cfg.heads():
@@ -95,7 +96,7 @@ def behaviour_scores(
         scores["previous_token"][layer, head] = _offset_mean(pattern, 1, None)
         scores["duplicate_token"][layer, head] = _offset_mean(pattern, run, run)
         scores["induction"][layer, head] = _offset_mean(pattern, run - 1, run)
-    scores["copying"] = _copying(cache)
+    scores["copying"] = _copying(model, tokens, cache)
     return scores
 
 
@@ -107,9 +108,7 @@ def copying_evaluator(
     seed: int = 0,
 ) -> FloatArray:
     """The behavioural copying score of every head, ``[n_layers, n_heads]`` (module docstring)."""
-    tokens = repeated_random_tokens(model, seq_len=seq_len, n_samples=n_samples, seed=seed)
-    _, cache = model.run_with_cache(tokens)
-    return _copying(cache)
+    return behaviour_scores(model, seq_len=seq_len, n_samples=n_samples, seed=seed)["copying"]
 
 
 def detect_heads(
@@ -161,10 +160,30 @@ def _offset_mean(pattern: FloatArray, offset: int, last: int | None) -> float:
     return float(np.mean(diagonal))
 
 
-def _copying(cache: ActivationCache) -> FloatArray:
-    model = cache.model
-    unembed = model.W_U - model.W_U.mean(axis=0)  # centred over the vocabulary
-    key_rows = unembed[cache.tokens]  # [batch, pos, d]
+def _cache_on(model: AttnOnlyTransformer, tokens: NDArray[np.intp]) -> ActivationCache:
+    """The activations of ``model`` on ``tokens``, from the model restricted to the tokens present.
+
+    Dropping the columns of ``W_E`` and rows of ``W_U`` of absent tokens changes no activation, and
+    spares the ``[batch, pos, d_vocab]`` logits (GBs at a real vocabulary) nobody reads here.
+    """
+    present, local = np.unique(tokens, return_inverse=True)
+    bos = None if model.bos_token is None else int(np.searchsorted(present, model.bos_token))
+    restricted = model.replace(
+        cfg=dataclasses.replace(model.cfg, d_vocab=present.size),
+        W_E=model.W_E[:, present],
+        W_U=model.W_U[present],
+        b_U=model.b_U[present],
+        bos_token=bos,
+    )
+    _, cache = restricted.run_with_cache(local.reshape(tokens.shape))
+    return cache
+
+
+def _copying(
+    model: AttnOnlyTransformer, tokens: NDArray[np.intp], cache: ActivationCache
+) -> FloatArray:
+    """The copying score of every head; ``cache`` holds the activations on ``tokens``."""
+    key_rows = model.W_U[tokens] - model.W_U.mean(axis=0)  # [batch, pos, d]: centred unembedding
     first_key = _bos_offset(model)
     scores = np.zeros((model.cfg.n_layers, model.cfg.n_heads))
     for layer, head in model.cfg.heads():
