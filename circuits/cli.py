@@ -1,4 +1,4 @@
-"""The ``circuits`` command (``python -m circuits``): demo, render, analyze.
+"""The ``circuits`` command (``python -m circuits``): demo, render, analyze, expand.
 
 Every verb has ``--help``. MODEL is a file written by ``circuits.save`` or a TransformerLens state
 dict (``.npz``, ``.safetensors``). Errors print one line and exit with status 1 (2 for bad
@@ -8,6 +8,7 @@ arguments).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -19,9 +20,10 @@ import numpy as np
 
 from .analysis import all_composition_scores, behaviour_scores, composition_baseline, copying_scores
 from .demo import run_demo
-from .errors import CircuitsError
+from .errors import CircuitsError, PathError, TokenError
 from .io import load
 from .model import AttnOnlyTransformer
+from .paths import KINDS, path_expansion
 from .render import circuit_diagram, save_diagram
 
 __all__ = ["main"]
@@ -139,6 +141,49 @@ def render(args: argparse.Namespace, out: Printer) -> None:
     out(f"wrote {saved.path}")
 
 
+def expand(args: argparse.Namespace, out: Printer) -> None:
+    """The path expansion of the logits: its terms, in LaTeX, or ranked by contribution."""
+    model = _load_model(args)
+    expansion = path_expansion(model)
+    if args.order is not None:
+        if args.order < 0:
+            raise PathError(f"--order must be ≥ 0, got {args.order}")
+        expansion = expansion.filter(order=range(args.order + 1))
+    header: list[str] = ["path", "kind"]
+    rows: list[list[object]]
+    if args.tokens is None:
+        rows = [[" → ".join(t.path), t.kind] for t in itertools.islice(expansion, args.limit)]
+        total = len(expansion)
+    else:
+        tokens = _parse_tokens(args.tokens)
+        _, cache = model.run_with_cache(tokens[:-1])
+        ranked = expansion.contributions(cache, tokens[None, 1:]).ranked()
+        rows = [[" → ".join(t.path), t.kind, value] for t, value in ranked[: args.limit]]
+        header, total = [*header, "mean"], len(ranked)
+    counts = ", ".join(f"{len(expansion.filter(kind=kind))} {kind}" for kind in KINDS)
+    out(f"{model!r}\n{len(expansion)} terms: {counts}")
+    if args.latex:
+        out("\n\\text{logits} = " + expansion.latex())
+        return
+    if args.tokens is not None:
+        out("terms ranked by their mean contribution to the logit of the next token:")
+    out(_table(header, rows))
+    if total > len(rows):
+        out(f"… and {total - len(rows)} more (--limit)")
+
+
+def _parse_tokens(text: str) -> np.ndarray:
+    try:
+        tokens = np.array([int(t) for t in text.replace(",", " ").split()], dtype=np.intp)
+    except ValueError:
+        raise TokenError(
+            f"--tokens: expected token ids separated by spaces, got {text!r}"
+        ) from None
+    if tokens.size < 2:
+        raise TokenError("--tokens: give at least two tokens (each term is scored on the next one)")
+    return tokens
+
+
 def demo(args: argparse.Namespace, out: Printer) -> None:
     """Build a model, look at its circuits, and write diagrams and plots into ``--out``."""
     run_demo(Path(args.out), seed=args.seed, out=out)
@@ -189,6 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list composition scores ≥ this (default 0.3)")  # fmt: skip
     p.add_argument("--seq-len", type=int, help="length of the repeated random runs")
     p.set_defaults(run=analyze)
+
+    p = verbs.add_parser("expand", help="the path expansion of the logits",
+                         description=expand.__doc__)  # fmt: skip
+    _model_arguments(p)
+    p.add_argument("--latex", action="store_true", help="print the expansion as LaTeX")
+    p.add_argument("--order", type=int, help="only terms through at most N heads")
+    p.add_argument("--tokens", help="rank terms by contribution on these tokens, e.g. '0 5 3 5'")
+    p.add_argument("--limit", type=int, default=40, help="list at most this many terms (40)")
+    p.set_defaults(run=expand)
     return parser
 
 

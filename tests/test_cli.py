@@ -15,6 +15,7 @@ import pytest
 from circuits import AttnOnlyTransformer, save
 from circuits.analysis import behaviour_scores, composition_scores, copying_scores
 from circuits.cli import main
+from circuits.paths import path_expansion
 
 CFG = {"n_layers": 2, "n_heads": 2, "d_model": 8, "d_head": 4, "d_vocab": 11, "n_ctx": 12}
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is missing")
@@ -41,12 +42,12 @@ def model_file(request: pytest.FixtureRequest, tmp_path: Path, model: AttnOnlyTr
     return save(model, tmp_path / f"model{request.param}")
 
 
-@pytest.mark.parametrize("verb", ["", "demo", "render", "analyze"])
+@pytest.mark.parametrize("verb", ["", "demo", "render", "analyze", "expand"])
 def test_every_verb_has_help(capsys: pytest.CaptureFixture[str], verb: str) -> None:
     code, out, _ = run(capsys, *([verb] if verb else []), "--help")
     assert code == 0 and out.startswith("usage: circuits")
     for word in {"": ["demo", "render", "analyze"], "demo": ["--out"], "render": ["--out",
-                 "--highlight", "--n-ctx"], "analyze": ["--json"]}[verb]:  # fmt: skip
+                 "--highlight", "--n-ctx"], "analyze": ["--json"], "expand": ["--latex", "--order"]}[verb]:  # fmt: skip
         assert word in out
 
 
@@ -86,6 +87,35 @@ def test_analyze_reads_transformer_lens_state_dicts(
     np.savez(path, **model.to_transformer_lens())
     code, out, _ = run(capsys, "analyze", str(path), "--json", "--bos-token", "3")
     assert code == 0 and json.loads(out)["model"]["bos_token"] == 3
+
+
+def test_expand_lists_terms_and_prints_latex(
+    capsys: pytest.CaptureFixture[str], model_file: Path, model: AttnOnlyTransformer
+) -> None:
+    expansion = path_expansion(model)
+    code, out, _ = run(capsys, "expand", str(model_file), "--limit", "1000")
+    assert code == 0 and f"{len(expansion)} terms:" in out
+    listed = [line.split("  ")[0] for line in out.splitlines() if "→" in line]
+    assert listed == [" → ".join(term.path) for term in expansion]
+    code, out, _ = run(capsys, "expand", str(model_file), "--order", "0", "--limit", "3")
+    assert "embed → 0." not in out and "… and" in out
+    code, out, _ = run(capsys, "expand", str(model_file), "--latex")
+    assert r"\text{logits} = " in out and r"\otimes" in out and "W_{OV}^{h_2}" in out
+
+
+def test_expand_ranks_terms_by_contribution_to_the_next_token(
+    capsys: pytest.CaptureFixture[str], model_file: Path, model: AttnOnlyTransformer
+) -> None:
+    tokens = [3, 1, 4, 1, 5, 9, 2]
+    code, out, _ = run(capsys, "expand", str(model_file), "--tokens", " ".join(map(str, tokens)),
+                       "--limit", "1000")  # fmt: skip
+    assert code == 0
+    values = [float(line.split()[-1]) for line in out.splitlines() if "→" in line]
+    assert len(values) == len(path_expansion(model))
+    assert values == sorted(values, key=abs, reverse=True)
+    logits = model.forward(np.array(tokens[:-1]))
+    expected = np.mean(logits[np.arange(len(tokens) - 1), tokens[1:]])
+    assert sum(values) == pytest.approx(expected, abs=1e-3 * len(values))
 
 
 @needs_dot
@@ -136,6 +166,10 @@ def test_demo_writes_its_pictures(capsys: pytest.CaptureFixture[str], tmp_path: 
         (["render", "{model}", "--out", "{tmp}/none/m.dot"], "cannot write"),
         (["analyze", "{model}", "--seq-len", "100"], "seq_len"),
         (["demo", "--out", "{garbage}/sub"], "cannot create"),
+        (["expand", "{model}", "--tokens", "1 x"], "expected token ids"),
+        (["expand", "{model}", "--tokens", "1"], "at least two tokens"),
+        (["expand", "{model}", "--tokens", "1 99"], "outside the vocabulary"),
+        (["expand", "{model}", "--order", "-1"], "--order must be ≥ 0"),
     ],
 )
 def test_errors_are_one_line_with_exit_status_1(
