@@ -41,11 +41,13 @@ from .errors import ConfigError, ShapeError, TokenError
 from .factored import FactoredMatrix
 from .model import ActivationCache, AttnOnlyTransformer, IntArray
 from .paths import path_expansion
+from .qk_paths import qk_expansion
 
 __all__ = [
     "Size",
     "assert_attends",
     "assert_path_expansion_exact",
+    "assert_qk_expansion_exact",
     "assert_same_logits",
     "assert_terms_sum_to",
     "change_head_bases",
@@ -492,6 +494,38 @@ def assert_path_expansion_exact(
         )
     except AssertionError as error:
         raise AssertionError(f"path expansion of {len(expansion)} terms: {error}") from None
+
+
+def assert_qk_expansion_exact(
+    model: AttnOnlyTransformer,
+    tokens: Any,
+    heads: Iterable[HeadRef] | None = None,
+    *,
+    atol: float = 1e-9,
+    rtol: float = 1e-9,
+    **filters: Any,
+) -> None:
+    r"""Assert that the terms of :func:`~circuits.qk_paths.qk_expansion` sum to each head's scores.
+
+    :math:`s^h = \sum_{p, q} P_p \otimes P_q \otimes \alpha^{-1} W_p^T W_{QK}^h W_q` (plus the
+    bias terms) equals ``cache.scores(h)`` for every head of ``heads`` (default: all). ``filters``
+    (``kind=``, ``query_order=``, …) narrow each expansion, as in :func:`assert_path_expansion_exact`.
+    """
+    _, cache = model.run_with_cache(tokens)
+    for head in model.cfg.head_names() if heads is None else heads:
+        layer, index = resolve(model, head)
+        expansion = qk_expansion(model, layer, index).filter(**filters)
+        try:
+            assert_terms_sum_to(
+                (term.evaluate(cache) for term in expansion),
+                cache.scores(layer, index),
+                atol=atol,
+                rtol=rtol,
+            )
+        except AssertionError as error:
+            raise AssertionError(
+                f"QK expansion of head {layer}.{index} ({len(expansion)} terms): {error}"
+            ) from None
 
 
 def assert_same_logits(

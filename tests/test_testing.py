@@ -228,3 +228,16 @@ def test_assert_path_expansion_exact_fails_on_a_partial_expansion() -> None:
     model = AttnOnlyTransformer.random(FIXED, biases=True)
     with pytest.raises(AssertionError, match=r"path expansion of \d+ terms: .*largest error"):
         ct.assert_path_expansion_exact(model, [1, 2, 3], order=0)
+
+
+@given(ct.models(SMALL), st.data())
+def test_assert_qk_expansion_exact(model: AttnOnlyTransformer, data: st.DataObject) -> None:
+    tokens = data.draw(ct.token_sequences(model))
+    ct.assert_qk_expansion_exact(model, tokens)
+
+
+def test_assert_qk_expansion_exact_fails_without_the_composition_terms() -> None:
+    model = AttnOnlyTransformer.random({**FIXED.to_dict(), "n_layers": 2}, biases=True)
+    ct.assert_qk_expansion_exact(model, [1, 2, 3], heads=["0.1"], kind="direct")  # layer 0: all
+    with pytest.raises(AssertionError, match=r"QK expansion of head 1\.0 \(\d+ terms\)"):
+        ct.assert_qk_expansion_exact(model, [1, 2, 3], heads=[(1, 0)], kind="direct")
