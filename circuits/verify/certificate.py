@@ -1,0 +1,249 @@
+r"""Certificates: a proved lower bound on P(correct next token) over a whole family of sequences.
+
+The family: sequences of length ≤ ``n_ctx`` that start with BOS (and hold it nowhere else) and
+whose last token ``a`` occurred exactly once before, at ``p``; the right answer is ``c = t_{p+1}``.
+The bound chains the **margin lemma** — if a target key's score beats each of the other at most
+``m`` keys by Δ, the attention off the target is at most :math:`m e^{-Δ} / (1 + m e^{-Δ})` and
+any single other key gets at most :math:`e^{-Δ}/(1 + e^{-Δ})` — through both layers:
+
+1. **Layer 0.** Margin :math:`Δ_0 = β_0` (K: key ``j−1`` scores β₀, others 0; Q: the earlier
+   occurrence scores β₀, others at most β₀μ, itself 0, so :math:`Δ_0 = β_0(1-μ)`). Hence
+   :math:`ε_0 = (n-1)e^{-Δ_0}/(1+(n-1)e^{-Δ_0})` off target in total and at most
+   :math:`η_0 = e^{-Δ_0}/(1+e^{-Δ_0})` on any one other key.
+2. **Layer 1.** K: the target key ``p+1`` scores at least :math:`β_1(1-(1+μ)ε_0)`; any other key
+   at most :math:`β_1(μ + 2η_0)` — its ``prev`` direction holds ``a`` only through the two
+   positions of ``a`` (``p`` and ``i``), each weighted at most η₀. Q: the pointer gives the target
+   at least :math:`β_1(1-ε_0)` and any other key at most :math:`β_1 η_0`. The margin lemma with
+   ``n−1`` other keys gives :math:`ε_1`.
+3. **Output.** The logit of ``t`` is γ⟨c_t, Σ_j A_j c_{t_j}⟩: the right token's is at least
+   :math:`γ(1-(1+μ)ε_1)`, a wrong token ``t`` with mass :math:`m_t` has at most
+   :math:`γ(μ + (1-μ)m_t)`, and :math:`\sum_{t\ne c} m_t \le ε_1`. By convexity the sum of
+   :math:`e^{\text{logit}}` over wrong tokens is largest with all that mass on one token:
+
+   .. math:: P(c) \ge \Big(1 + e^{-γ(1-μ-2ε_1)} + (V-2)\, e^{-γ(1-μ-(1+μ)ε_1)}\Big)^{-1}.
+
+μ is the coherence of the token code (0 for one-hot). The bound is evaluated in interval
+arithmetic (mpmath) and rounded down, so ``bound`` is a proved lower bound, not an approximation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import mpmath  # type: ignore[import-untyped]
+import sympy as sp
+from mpmath.ctx_iv import MPIntervalContext  # type: ignore[import-untyped]
+
+from ..construct.induction import Mechanism
+from ..errors import VerificationError
+from ..model import AttnOnlyTransformer
+from ._params import resolve
+
+__all__ = ["SYMBOLS", "Certificate", "DerivationStep", "certify_induction"]
+
+#: The parameters of a certificate's expressions.
+SYMBOLS: dict[str, sp.Symbol] = {
+    "vocab_size": sp.Symbol("V", positive=True),
+    "n_ctx": sp.Symbol("n_ctx", positive=True),
+    "beta0": sp.Symbol("beta_0", positive=True),
+    "beta1": sp.Symbol("beta_1", positive=True),
+    "gamma": sp.Symbol("gamma", positive=True),
+    "coherence": sp.Symbol("mu", nonnegative=True),
+}
+_ORDER = tuple(SYMBOLS)
+
+#: A private interval-arithmetic context (64-bit mantissas), so no global mpmath state changes.
+_INTERVALS = MPIntervalContext()
+_INTERVALS.prec = 64
+
+
+@dataclass(frozen=True)
+class DerivationStep:
+    """One step of a derivation: what is claimed, why, and the quantities it defines."""
+
+    title: str
+    reason: str
+    quantities: tuple[tuple[str, Any, float], ...]  # (name, sympy expression, value)
+
+    def __str__(self) -> str:
+        lines = [f"{self.title}: {self.reason}"]
+        lines += [
+            f"    {name} = {sp.sstr(expr)} = {value:.6g}" for name, expr, value in self.quantities
+        ]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A proved lower bound on P(correct next token) over every sequence of the family.
+
+    ``bound`` is a float rounded down from an interval enclosure; ``error_bound`` (rounded up)
+    bounds P(wrong) = 1 − P(correct) directly, accurate where ``bound`` rounds to 1.
+    ``expression`` is the bound as a sympy expression of :data:`SYMBOLS`; ``values`` are the
+    parameters it was evaluated at; ``steps`` are the derivation.
+    """
+
+    mechanism: Mechanism
+    bound: float
+    error_bound: float
+    expression: Any
+    values: dict[str, float]
+    steps: tuple[DerivationStep, ...]
+
+    @property
+    def family(self) -> str:
+        """The set of sequences the bound covers, in words."""
+        return (
+            f"every sequence of at most {int(self.values['n_ctx'])} tokens that starts with BOS, "
+            "holds it nowhere else, and whose last token occurred exactly once before"
+        )
+
+    def __str__(self) -> str:
+        head = [
+            f"Certificate ({self.mechanism}-composition induction circuit)",
+            f"  family: {self.family}",
+            "  parameters: " + ", ".join(f"{k} = {v:g}" for k, v in self.values.items()),
+        ]
+        body = [str(step) for step in self.steps]
+        tail = f"P(correct next token) ≥ {self.bound:.12g}   (P(wrong) ≤ {self.error_bound:.6g})"
+        return "\n".join(head + body + [tail])
+
+
+# ---------------------------------------------------------------------- the derivation, symbolically
+def _margin_error(count: Any, margin: Any) -> Any:
+    """The margin lemma: at most ``count e^{−Δ} / (1 + count e^{−Δ})`` off the target."""
+    return count * sp.exp(-margin) / (1 + count * sp.exp(-margin))
+
+
+@cache
+def _derivation(mechanism: str) -> tuple[Any, Any, Any]:
+    """Steps (title, reason, named expressions), the bound and the error bound, symbolically."""
+    V, n, b0, b1, g, mu = (SYMBOLS[k] for k in _ORDER)
+    d0 = b0 if mechanism == "K" else b0 * (1 - mu)
+    e0, h0 = _margin_error(n - 1, d0), _margin_error(1, d0)
+    if mechanism == "K":
+        d1 = b1 * (1 - (1 + mu) * e0 - mu - 2 * h0)
+        layer0 = (
+            "layer 0 (previous-token head)",
+            "query j ≥ 1 scores key j−1 at β₀ and its other ≤ n−1 keys at 0",
+        )
+        layer1 = (
+            "layer 1 (induction head)",
+            "key p+1 scores ≥ β₁(1−(1+μ)ε₀); any other key ≤ β₁(μ+2η₀), since a sits only at p and i",
+        )
+    else:
+        d1 = b1 * (1 - e0 - h0)
+        layer0 = (
+            "layer 0 (duplicate-token head)",
+            "the earlier occurrence p scores β₀, itself 0, every other key ≤ β₀μ",
+        )
+        layer1 = (
+            "layer 1 (induction head, pointer)",
+            "key p+1 scores ≥ β₁(1−ε₀) through ptr[p]; any other key ≤ β₁η₀",
+        )
+    e1 = _margin_error(n - 1, d1)
+    x = sp.exp(-g * (1 - mu - 2 * e1)) + (V - 2) * sp.exp(-g * (1 - mu - (1 + mu) * e1))
+    bound = 1 / (1 + x)
+    steps = (
+        (*layer0, (("Δ₀", d0), ("ε₀", e0), ("η₀", h0))),
+        (*layer1, (("Δ₁", d1), ("ε₁", e1))),
+        (
+            "output",
+            "right logit ≥ γ(1−(1+μ)ε₁), wrong mass ≤ ε₁; worst when it all sits on one token",
+            (("P(correct) ≥", bound),),
+        ),
+    )
+    return steps, bound, x / (1 + x)
+
+
+@cache
+def _evaluator(mechanism: str) -> Callable[..., Any]:
+    """All quantities of the derivation, and P(wrong), in interval arithmetic."""
+    steps, _, error = _derivation(mechanism)
+    quantities = [expr for _, _, named in steps for _, expr in named]
+    return sp.lambdify(  # type: ignore[no-any-return]
+        [SYMBOLS[k] for k in _ORDER],
+        [*quantities, error],
+        modules=[{"exp": _INTERVALS.exp}, "mpmath"],
+    )
+
+
+def _down(value: Any) -> float:
+    """The largest float ≤ the interval's lower end."""
+    low = mpmath.mpf(value.a)
+    out = float(low)
+    return out if mpmath.mpf(out) <= low else float(_nextafter(out, -1))
+
+
+def _up(value: Any) -> float:
+    high = mpmath.mpf(value.b)
+    out = float(high)
+    return out if mpmath.mpf(out) >= high else float(_nextafter(out, 1))
+
+
+def _nextafter(x: float, direction: int) -> float:
+    import math
+
+    return math.nextafter(x, math.inf if direction > 0 else -math.inf)
+
+
+def certify_induction(
+    model: AttnOnlyTransformer | None = None,
+    *,
+    vocab_size: int | None = None,
+    n_ctx: int | None = None,
+    mechanism: Mechanism | None = None,
+    beta0: float | None = None,
+    beta1: float | None = None,
+    gamma: float | None = None,
+    coherence: float | None = None,
+) -> Certificate:
+    r"""A proved lower bound on P(correct next token) over all sequences of the family (module doc).
+
+    Give a model from :func:`~circuits.induction_model` — its weights are checked against the
+    construction its metadata records, and μ is its token code's coherence — or the parameters
+    (``vocab_size``, ``n_ctx``, ``mechanism``, scales, and ``coherence`` μ for compressed codes;
+    unspecified scales take the defaults of ``induction_model``).
+    """
+    params = resolve(
+        model,
+        {
+            "vocab_size": vocab_size,
+            "n_ctx": n_ctx,
+            "mechanism": mechanism,
+            "beta0": beta0,
+            "beta1": beta1,
+            "gamma": gamma,
+        },
+    )
+    mu = params.coherence if coherence is None else float(coherence)
+    if not 0.0 <= mu <= 1.0:
+        raise VerificationError(f"coherence μ must lie in [0, 1], got {coherence!r}")
+    values = {
+        "vocab_size": float(params.vocab_size),
+        "n_ctx": float(params.n_ctx),
+        "beta0": float(params.beta0),
+        "beta1": float(params.beta1),
+        "gamma": float(params.gamma),
+        "coherence": mu,
+    }
+    results = _evaluator(params.mechanism)(*(_INTERVALS.mpf(values[k]) for k in _ORDER))
+    steps_spec, bound_expr, _ = _derivation(params.mechanism)
+    steps, k = [], 0
+    for title, reason, named in steps_spec:
+        quantities = []
+        for name, expr in named:
+            quantities.append((name, expr, float(mpmath.mpf(results[k].mid))))
+            k += 1
+        steps.append(DerivationStep(title, reason, tuple(quantities)))
+    return Certificate(
+        mechanism=params.mechanism,
+        bound=max(_down(results[k - 1]), 0.0),
+        error_bound=min(_up(results[k]), 1.0),
+        expression=bound_expr,
+        values=values,
+        steps=tuple(steps),
+    )
