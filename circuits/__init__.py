@@ -4,6 +4,7 @@ The data flows one way through the package::
 
     weights (factored, config) → model → io
     model → graph → symbolic → paths → qk_paths
+    model → construct (hand-built circuits) → verify (certificates)
 """
 
 from .analysis import (
@@ -21,16 +22,31 @@ from .analysis import (
     virtual_ov_circuit,
 )
 from .config import TransformerConfig, head_name, parse_head
+from .construct import (
+    BilinearForm,
+    Block,
+    CircuitSpec,
+    HeadSpec,
+    LinearMap,
+    ResidualLayout,
+    SymbolicModel,
+    assemble,
+    induction_circuit,
+    induction_model,
+)
 from .errors import (
     AnalysisError,
     CircuitsError,
     ConfigError,
+    ConstructionError,
     HeadError,
+    LayoutError,
     ModelFileError,
     NumericalError,
     PathError,
     ShapeError,
     TokenError,
+    VerificationError,
     WeightError,
 )
 from .factored import FactoredMatrix
@@ -47,11 +63,18 @@ __all__ = [
     "ActivationCache",
     "AnalysisError",
     "AttnOnlyTransformer",
+    "BilinearForm",
+    "Block",
+    "CircuitSpec",
     "CircuitsError",
     "ConfigError",
+    "ConstructionError",
     "FactoredMatrix",
     "HeadError",
+    "HeadSpec",
     "Kron",
+    "LayoutError",
+    "LinearMap",
     "ModelFileError",
     "NumericalError",
     "PathContributions",
@@ -61,11 +84,15 @@ __all__ = [
     "QKContributions",
     "QKExpansion",
     "QKTerm",
+    "ResidualLayout",
     "ShapeError",
+    "SymbolicModel",
     "TokenError",
     "TransformerConfig",
+    "VerificationError",
     "WeightError",
     "all_composition_scores",
+    "assemble",
     "behaviour_scores",
     "causal_softmax",
     "composition_baseline",
@@ -75,6 +102,8 @@ __all__ = [
     "count_paths",
     "detect_heads",
     "head_name",
+    "induction_circuit",
+    "induction_model",
     "iter_paths",
     "load",
     "ov_circuit",

@@ -261,6 +261,17 @@ class SymbolicModel:
                     found |= matrix.free_symbols
         return found
 
+    def path_values(self) -> dict[str, Any]:
+        """Symbol name → exact sympy weight, the ``values`` of the path expansion's terms.
+
+        ``term.weight_value(symbolic_model.path_values())`` (a term of
+        :func:`~circuits.path_expansion` or :func:`~circuits.qk_expansion` of a numeric twin such
+        as ``symbolic_model.substitute({...})``) is then an exact sympy matrix in the scales.
+        """
+        from ..symbolic import weight_values
+
+        return weight_values(self.parameters(), self.cfg)
+
     def W_QK(self, layer: int | str, head: int | None = None) -> Any:
         r""":math:`W_Q^T W_K` of a head, exact."""
         layer, head = self.cfg.resolve_head(layer, head)
