@@ -7,7 +7,9 @@ the stream below and writing to the stream above. On top of that it draws
 * composition edges from a head to a head of a later layer, styled by kind (Q dashed blue,
   K dotted red, V solid green) with width ``1 + 5·score`` for every score at or above a threshold;
 * highlighted paths (a term of the path expansion, a circuit) as coloured chains of nodes;
-* head roles (``prev token``, ``induction``) from the model's metadata or given explicitly.
+* head roles (``previous-token``, ``induction``) from the model's metadata or given explicitly;
+* for hand-built models (:mod:`circuits.construct`), the subspaces each head compares and moves
+  (``QK tok · prev``, ``OV tok → out``) and the residual layout (``tok ⊕ pos ⊕ prev ⊕ out``).
 
 Every label is escaped (drawn as a Graphviz HTML-like label), so names with quotes, ``<``, ``&``
 or newlines render as written. :func:`save_diagram` writes ``.svg``, ``.png``, ``.pdf`` or
@@ -43,6 +45,7 @@ __all__ = [
     "circuit_diagram",
     "escape_label",
     "head_roles",
+    "head_subspaces",
     "save_diagram",
     "to_svg",
 ]
@@ -97,6 +100,37 @@ def head_roles(model: AttnOnlyTransformer) -> dict[str, list[str]]:
                 if head in names and text not in found.setdefault(head, []):
                     found[head].append(text)
     return found
+
+
+def head_subspaces(model: AttnOnlyTransformer) -> dict[str, list[str]]:
+    """For a hand-built model, what each head compares and moves: ``["QK tok · prev", "OV tok → out"]``.
+
+    Read from ``model.metadata["heads"][name]["qk" | "ov"]["label"]``, as the models of
+    :mod:`circuits.construct` record them; empty for other models.
+    """
+    heads = model.metadata.get("heads")
+    found: dict[str, list[str]] = {}
+    if not isinstance(heads, Mapping):
+        return found
+    for name in model.cfg.head_names():
+        entry = heads.get(name)
+        if isinstance(entry, Mapping):
+            found[name] = [
+                f"{kind.upper()} {entry[kind]['label']}"
+                for kind in ("qk", "ov")
+                if isinstance(entry.get(kind), Mapping) and "label" in entry[kind]
+            ]
+    return found
+
+
+def _layout_caption(model: AttnOnlyTransformer) -> str | None:
+    """``residual stream: tok ⊕ pos ⊕ prev ⊕ out`` from a hand-built model's recorded layout."""
+    layout = model.metadata.get("layout")
+    blocks = layout.get("blocks") if isinstance(layout, Mapping) else None
+    if not isinstance(blocks, list):
+        return None
+    names = [f"{b['name']}" for b in blocks if isinstance(b, Mapping) and "name" in b]
+    return "residual stream: " + " ⊕ ".join(names) if names else None
 
 
 def circuit_diagram(
@@ -162,8 +196,10 @@ def _skeleton(
     graph.attr(rankdir="BT", nodesep="0.35", ranksep="0.45", fontname="Helvetica")
     graph.attr("node", fontname="Helvetica", fontsize="11")
     graph.attr("edge", fontname="Helvetica", fontsize="9", arrowsize="0.6")
-    if title is not None:
-        graph.attr(label=escape_label(title), labelloc="t", fontsize="14")
+    caption = [line for line in (title, _layout_caption(model)) if line]
+    if caption:
+        graph.attr(label=escape_label("\n".join(caption)), labelloc="t", fontsize="14")
+    subspaces = head_subspaces(model)
     box = {"shape": "box", "style": "rounded,filled", "fillcolor": "#eeeeee"}
     for source, label in _SOURCES.items():
         if source == EMBED or model.W_P is not None:
@@ -181,7 +217,8 @@ def _skeleton(
             rank.attr(rank="same")
             for head in range(cfg.n_heads):
                 name = head_name(layer, head)
-                label = escape_label("\n".join(roles.get(name, [])), bold=name)
+                lines = roles.get(name, []) + subspaces.get(name, [])
+                label = escape_label("\n".join(lines), bold=name)
                 rank.node(name, label, shape="box", style="rounded", color="#333333")
         graph.edge(f"resid {layer}", f"resid {layer + 1}", color="#555555", penwidth="2.5")
         for head in range(cfg.n_heads):

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from circuits import AttnOnlyTransformer, HeadError, render
 from circuits import testing as ct
+from circuits.construct.induction import induction_model
 from circuits.errors import PathError, RenderError
 from circuits.paths import path_expansion
 
@@ -236,3 +237,29 @@ def test_save_diagram_errors(tmp_path: Path) -> None:
         render.save_diagram(graph, tmp_path / "m.jpg")
     with pytest.raises(RenderError, match="cannot write"):
         render.save_diagram(graph, tmp_path / "missing" / "m.dot")
+
+
+@needs_dot
+@pytest.mark.parametrize(
+    ("mechanism", "labels"),
+    [
+        ("K", {"0.0": ["QK pos · pos", "OV tok → prev"], "1.0": ["QK tok · prev", "OV tok → out"]}),
+        (
+            "Q",
+            {
+                "0.0": ["QK tok+pos · tok+pos", "OV pos → ptr"],
+                "1.0": ["QK ptr · pos", "OV tok → out"],
+            },
+        ),
+    ],
+)
+def test_hand_built_circuits_show_their_subspaces(
+    mechanism: str, labels: dict[str, list[str]]
+) -> None:
+    model = induction_model(vocab_size=5, n_ctx=6, mechanism=mechanism)  # type: ignore[arg-type]
+    assert render.head_subspaces(model) == labels
+    text = svg_text(render.to_svg(render.circuit_diagram(model)) or "")
+    assert "induction" in text and "OV tok → out" in text
+    layout = " ⊕ ".join(b["name"] for b in model.metadata["layout"]["blocks"])
+    assert f"residual stream: {layout}" in text
+    assert render.head_subspaces(random_model()) == {}
