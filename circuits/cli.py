@@ -1,4 +1,4 @@
-"""The ``circuits`` command (``python -m circuits``): demo, render, analyze, expand.
+"""The ``circuits`` command (``python -m circuits``): demo, render, analyze, expand, certify.
 
 Every verb has ``--help``. MODEL is a file written by ``circuits.save`` or a TransformerLens state
 dict (``.npz``, ``.safetensors``). Errors print one line and exit with status 1 (2 for bad
@@ -17,14 +17,16 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
+import sympy as sp
 
 from .analysis import all_composition_scores, behaviour_scores, composition_baseline, copying_scores
 from .demo import run_demo
-from .errors import CircuitsError, PathError, TokenError
+from .errors import CircuitsError, PathError, TokenError, VerificationError
 from .io import load
 from .model import AttnOnlyTransformer
 from .paths import KINDS, path_expansion
 from .render import circuit_diagram, save_diagram
+from .verify import certify_induction
 
 __all__ = ["main"]
 
@@ -185,15 +187,41 @@ def _parse_tokens(text: str) -> np.ndarray:
 
 
 def demo(args: argparse.Namespace, out: Printer) -> None:
-    """Build a model, look at its circuits, and write diagrams and plots into ``--out``."""
-    run_demo(Path(args.out), seed=args.seed, out=out)
+    """Build the canonical induction circuit, run it on a repeated sequence, print its path
+    expansion, composition scores and certificate, and write its diagram and plots into --out."""
+    run_demo(
+        Path(args.out), vocab_size=args.vocab_size, n_ctx=args.n_ctx, mechanism=args.mechanism,
+        seed=args.seed, out=out,
+    )  # fmt: skip
+
+
+def certify(args: argparse.Namespace, out: Printer) -> None:
+    """A proved lower bound on P(correct next token) of an induction circuit, over every sequence
+    that starts with BOS and whose last token occurred exactly once before."""
+    parameters = {name: getattr(args, name) for name in _CERTIFY_PARAMETERS}
+    if args.model is not None:
+        coherence = parameters.pop("coherence")
+        if any(value is not None for value in parameters.values()):
+            raise VerificationError(
+                "give either MODEL or the parameters (--vocab-size, …), not both"
+            )
+        certificate = certify_induction(load(args.model), coherence=coherence)
+    else:
+        certificate = certify_induction(**parameters)
+    if args.latex:
+        out(f"P(\\text{{correct}}) \\ge {sp.latex(certificate.expression)}")
+    else:
+        out(str(certificate))
+
+
+_CERTIFY_PARAMETERS = ("vocab_size", "n_ctx", "mechanism", "beta0", "beta1", "gamma", "coherence")
 
 
 # ---------------------------------------------------------------------- parser
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a model file (.npz or .safetensors)")
     group = parser.add_argument_group("for TransformerLens state dicts (no config inside)")
-    group.add_argument("--n-ctx", type=int, help="context length, if the file has no W_pos")
+    group.add_argument("--n-ctx", type=int, help="context length (of a state dict without W_pos)")
     group.add_argument("--attn-scale", type=float, help="score divisor (default √d_head)")
     group.add_argument(
         "--positional-embedding-type", choices=("standard", "shortformer", "none"),
@@ -210,7 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("demo", help="build an induction circuit, analyse it, draw it",
                          description=demo.__doc__)  # fmt: skip
     p.add_argument("--out", default="circuits-demo", help="directory for the diagrams and plots")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--vocab-size", type=int, default=12, help="vocabulary, BOS included (12)")
+    p.add_argument("--n-ctx", type=int, default=25, help="context length (25)")
+    p.add_argument("--mechanism", choices=("K", "Q"), default="K",
+                   help="K-composition (default) or the Q-composition pointer variant")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed of the repeated sequence (0)")
     p.set_defaults(run=demo)
 
     p = verbs.add_parser("render", help="draw a model as a circuit diagram",
@@ -243,6 +275,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", help="rank terms by contribution on these tokens, e.g. '0 5 3 5'")
     p.add_argument("--limit", type=int, default=40, help="list at most this many terms (40)")
     p.set_defaults(run=expand)
+
+    p = verbs.add_parser("certify", help="prove a lower bound on an induction circuit's accuracy",
+                         description=certify.__doc__)  # fmt: skip
+    p.add_argument("model", nargs="?", help="a model file saved from circuits.induction_model")
+    group = p.add_argument_group("or the circuit's parameters (see circuits.induction_model)")
+    group.add_argument("--vocab-size", type=int, help="vocabulary size, BOS included")
+    group.add_argument("--n-ctx", type=int, help="longest sequence")
+    group.add_argument("--mechanism", choices=("K", "Q"), help="K (default) or Q composition")
+    for name in ("beta0", "beta1", "gamma"):
+        group.add_argument(f"--{name}", type=float, help=f"the scale {name} (default 20)")
+    p.add_argument("--coherence", type=float, help="coherence μ of a compressed token code")
+    p.add_argument("--latex", action="store_true", help="print the bound as a LaTeX formula")
+    p.set_defaults(run=certify)
     return parser
 
 

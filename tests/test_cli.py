@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from circuits import AttnOnlyTransformer, save
+from circuits import AttnOnlyTransformer, load, save
 from circuits.analysis import behaviour_scores, composition_scores, copying_scores
 from circuits.cli import main
+from circuits.construct.induction import induction_model
 from circuits.paths import path_expansion
+from circuits.verify import certify_induction
 
 CFG = {"n_layers": 2, "n_heads": 2, "d_model": 8, "d_head": 4, "d_vocab": 11, "n_ctx": 12}
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is missing")
@@ -42,12 +44,13 @@ def model_file(request: pytest.FixtureRequest, tmp_path: Path, model: AttnOnlyTr
     return save(model, tmp_path / f"model{request.param}")
 
 
-@pytest.mark.parametrize("verb", ["", "demo", "render", "analyze", "expand"])
+@pytest.mark.parametrize("verb", ["", "demo", "render", "analyze", "expand", "certify"])
 def test_every_verb_has_help(capsys: pytest.CaptureFixture[str], verb: str) -> None:
     code, out, _ = run(capsys, *([verb] if verb else []), "--help")
     assert code == 0 and out.startswith("usage: circuits")
     for word in {"": ["demo", "render", "analyze"], "demo": ["--out"], "render": ["--out",
-                 "--highlight", "--n-ctx"], "analyze": ["--json"], "expand": ["--latex", "--order"]}[verb]:  # fmt: skip
+                 "--highlight", "--n-ctx"], "analyze": ["--json"], "expand": ["--latex", "--order"],
+                 "certify": ["--vocab-size", "--coherence"]}[verb]:  # fmt: skip
         assert word in out
 
 
@@ -145,15 +148,39 @@ def test_render_without_dot_writes_the_source(
     assert (tmp_path / "m.dot").read_text().startswith("digraph")
 
 
-def test_demo_writes_its_pictures(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, out, _ = run(capsys, "demo", "--out", str(tmp_path / "demo"))
+@pytest.mark.parametrize("mechanism", ["K", "Q"])
+def test_demo_builds_runs_proves_and_draws_the_induction_circuit(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, mechanism: str
+) -> None:
+    out_dir = tmp_path / "demo"
+    code, out, _ = run(capsys, "demo", "--out", str(out_dir), "--mechanism", mechanism,
+                       "--vocab-size", "8", "--n-ctx", "15")  # fmt: skip
     assert code == 0
-    assert "composition" in out and "wrote:" in out
-    written = sorted(p.name for p in (tmp_path / "demo").iterdir())
-    assert any(name.startswith("circuit.") for name in written)
-    assert any(name.startswith("attention_") for name in written)
-    for svg in (tmp_path / "demo").glob("*.svg"):
+    assert "next token right on the second copy: 100%" in out
+    assert "embed → 1.0 → unembed" in out  # the path expansion
+    assert f"({mechanism})" in out  # the QK term of the composition that makes it work
+    assert f"{mechanism}-composition 0.0 → 1.0" in out
+    bound = float(out.split("P(correct next token) ≥ ")[1].split()[0])
+    expected = certify_induction(vocab_size=8, n_ctx=15, mechanism=mechanism).bound
+    assert bound == pytest.approx(expected, abs=1e-12)  # printed to 12 digits
+    written = {p.name for p in out_dir.iterdir()}
+    assert {"attention_0.0.svg", "attention_1.0.svg", "ov_1.0.svg"} <= written
+    assert "circuit.svg" in written or "circuit.dot" in written
+    for svg in out_dir.glob("*.svg"):
         ET.parse(svg)  # every SVG is well-formed XML
+
+
+def test_certify_from_parameters_or_a_model_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, _ = run(capsys, "certify", "--vocab-size", "50", "--n-ctx", "64", "--beta1", "15")
+    expected = certify_induction(vocab_size=50, n_ctx=64, beta1=15.0)
+    assert code == 0 and out.strip() == str(expected)
+    path = save(induction_model(vocab_size=7, n_ctx=9, mechanism="Q"), tmp_path / "q.npz")
+    code, out, _ = run(capsys, "certify", str(path))
+    assert code == 0 and out.strip() == str(certify_induction(load(path)))
+    code, out, _ = run(capsys, "certify", "--vocab-size", "5", "--n-ctx", "6", "--latex")
+    assert out.startswith(r"P(\text{correct}) \ge \frac{1}") and "beta_{1}" in out
 
 
 @pytest.mark.parametrize(
@@ -170,6 +197,10 @@ def test_demo_writes_its_pictures(capsys: pytest.CaptureFixture[str], tmp_path: 
         (["expand", "{model}", "--tokens", "1"], "at least two tokens"),
         (["expand", "{model}", "--tokens", "1 99"], "outside the vocabulary"),
         (["expand", "{model}", "--order", "-1"], "--order must be ≥ 0"),
+        (["certify"], "vocab_size= and n_ctx="),
+        (["certify", "{model}"], "does not describe an induction construction"),
+        (["certify", "{model}", "--n-ctx", "5"], "not both"),
+        (["certify", "--vocab-size", "5", "--n-ctx", "6", "--coherence", "2"], "coherence"),
     ],
 )
 def test_errors_are_one_line_with_exit_status_1(
