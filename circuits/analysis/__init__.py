@@ -4,9 +4,21 @@
 * :mod:`.eigen` — eigenvalue spectra from small cores: copying, QK positivity, prefix matching;
 * :mod:`.full_circuits` — token/positional QK, OV, virtual and composition circuits, factored,
   with labelled top-k readouts;
-* :mod:`.detection` — behavioural scores on repeated random tokens and head detection.
+* :mod:`.detection` — behavioural scores on repeated random tokens and head detection;
+* :mod:`.attribution` — direct logit attribution by component, circuit recovery over path terms;
+* :mod:`.ablation` — head and path ablation with patterns frozen or recomputed, loss analyses.
 """
 
+from .ablation import (
+    ablate_heads,
+    ablate_paths,
+    frozen_forward,
+    head_ablation_effects,
+    loss_recovery,
+    next_token_loss,
+    order_importance,
+)
+from .attribution import Component, circuit_recovery, head_attribution
 from .composition import (
     all_composition_scores,
     composition_baseline,
@@ -40,10 +52,14 @@ from .full_circuits import (
 )
 
 __all__ = [
+    "Component",
     "Entry",
+    "ablate_heads",
+    "ablate_paths",
     "all_composition_scores",
     "attended_offsets",
     "behaviour_scores",
+    "circuit_recovery",
     "column_top",
     "composition_baseline",
     "composition_scores",
@@ -51,8 +67,14 @@ __all__ = [
     "copying_scores",
     "detect_heads",
     "eigenvalue_positivity",
+    "frozen_forward",
+    "head_ablation_effects",
+    "head_attribution",
     "k_composition_circuit",
     "k_composition_eigenvalues",
+    "loss_recovery",
+    "next_token_loss",
+    "order_importance",
     "ov_circuit",
     "ov_eigenvalues",
     "positional_pattern",
