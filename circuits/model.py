@@ -308,6 +308,12 @@ class AttnOnlyTransformer:
             f"positions={c.positional_embedding_type!r}, dtype={self.dtype})"
         )
 
+    def _repr_svg_(self) -> str | None:
+        """The circuit diagram, shown by Jupyter (``None`` without Graphviz's ``dot``)."""
+        from .render import model_svg  # the display layer sits above the model
+
+        return model_svg(self)
+
     # ------------------------------------------------------------------ forward pass
     def forward(self, tokens: Any) -> FloatArray:
         """Logits ``[batch, pos, d_vocab]`` for tokens ``[batch, pos]`` (``[pos]`` gives ``[pos, d_vocab]``)."""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sympy as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +17,7 @@ from circuits import testing as ct
 from circuits.construct.induction import induction_model
 from circuits.errors import PathError, RenderError
 from circuits.paths import path_expansion
+from circuits.verify import certify_induction
 
 SVG = "{http://www.w3.org/2000/svg}"
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is missing")
@@ -263,3 +265,23 @@ def test_hand_built_circuits_show_their_subspaces(
     layout = " ⊕ ".join(b["name"] for b in model.metadata["layout"]["blocks"])
     assert f"residual stream: {layout}" in text
     assert render.head_subspaces(random_model()) == {}
+
+
+@needs_dot
+def test_models_certificates_and_terms_show_themselves_in_notebooks() -> None:
+    model = induction_model(vocab_size=5, n_ctx=6)
+    svg = model._repr_svg_()
+    assert svg is not None and {"0.0", "1.0", "embed"} <= set(svg_titles(svg, "node"))
+    certificate = certify_induction(model)
+    latex = certificate._repr_latex_()
+    assert latex.startswith(r"$P(\text{correct}) \ge ") and latex.endswith(
+        f"{certificate.bound:.12g}$"
+    )
+    assert sp.latex(certificate.expression) in latex
+    term = path_expansion(model).term("embed", "1.0")
+    assert "W_{OV}" in term._repr_latex_()
+
+
+def test_notebook_svg_is_none_without_dot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert random_model()._repr_svg_() is None

@@ -111,6 +111,12 @@ class Certificate:
         tail = f"P(correct next token) ≥ {self.bound:.12g}   (P(wrong) ≤ {self.error_bound:.6g})"
         return "\n".join(head + body + [tail])
 
+    def _repr_latex_(self) -> str:
+        """The bound as a formula, shown by Jupyter."""
+        from ..render import certificate_latex  # the display layer sits above verification
+
+        return certificate_latex(self)
+
 
 # ---------------------------------------------------------------------- the derivation, symbolically
 def _margin_error(count: Any, margin: Any) -> Any:
