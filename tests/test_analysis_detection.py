@@ -148,3 +148,27 @@ def test_bad_sizes_are_reported() -> None:
     ).replace(bos_token=0)
     with pytest.raises(circuits.AnalysisError, match="n_ctx=4"):
         detect_heads(tiny)
+
+
+BEHAVIOUR_OF_ROLE = {
+    "previous-token": "previous_token",
+    "duplicate-token": "duplicate_token",
+    "induction": "induction",
+}
+
+
+@pytest.mark.parametrize("mechanism", ["K", "Q"])
+@pytest.mark.parametrize(("code", "d_code"), [("one-hot", None), ("random", 8)])
+def test_detect_heads_recovers_the_roles_of_the_library_induction_models(
+    mechanism: str, code: str, d_code: int | None
+) -> None:
+    model = circuits.induction_model(12, 20, mechanism=mechanism, code=code, d_code=d_code)  # type: ignore[arg-type]
+    found = detect_heads(model, n_samples=4)
+    roles = model.metadata["head_roles"]
+    assert set(roles.values()) == {
+        "induction",
+        "previous-token" if mechanism == "K" else "duplicate-token",
+    }
+    for head, role in roles.items():
+        best, score = found[BEHAVIOUR_OF_ROLE[role]][0]
+        assert best == head and score > 0.99, (role, found[BEHAVIOUR_OF_ROLE[role]])

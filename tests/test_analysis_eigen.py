@@ -14,6 +14,7 @@ import circuits
 from circuits import AttnOnlyTransformer
 from circuits import testing as ct
 from circuits.analysis import (
+    composition_scores,
     copying_scores,
     eigenvalue_positivity,
     k_composition_eigenvalues,
@@ -176,3 +177,17 @@ def test_one_layer_models_have_no_prefix_matching() -> None:
     cfg = {"n_layers": 1, "n_heads": 2, "d_model": 3, "d_head": 2, "d_vocab": 4, "n_ctx": 3}
     scores = prefix_matching_scores(AttnOnlyTransformer.random(cfg))
     assert scores.shape == (1, 2, 1, 2) and np.all(np.isnan(scores))
+
+
+@pytest.mark.parametrize("mechanism", ["K", "Q"])
+def test_the_library_induction_models_compose_by_their_mechanism(mechanism: str) -> None:
+    """K: 1.0's keys read what 0.0 writes (prev), its queries read tokens nobody writes; Q: the
+    queries read the pointer 0.0 writes, the keys read positions."""
+    model = circuits.induction_model(10, 16, mechanism=mechanism)  # type: ignore[arg-type]
+    k, q = composition_scores(model, "K")[0, 0, 1, 0], composition_scores(model, "Q")[0, 0, 1, 0]
+    if mechanism == "K":
+        assert k > 0.1 and q == pytest.approx(0.0, abs=1e-12)
+        assert prefix_matching_scores(model)[0, 0, 1, 0] == pytest.approx(1.0)
+    else:
+        assert q > 0.1 and k == pytest.approx(0.0, abs=1e-12)
+    assert copying_scores(model)[1, 0] == pytest.approx(1.0)  # OV: tok[t] ↦ γ out[t]
