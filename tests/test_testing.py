@@ -19,6 +19,7 @@ from circuits import (
     TransformerConfig,
 )
 from circuits import testing as ct
+from circuits.construct.induction import induction_model
 
 SMALL = ct.configs(n_layers=(0, 2), d_model=(1, 6), d_vocab=(2, 8), n_ctx=(3, 8))
 FIXED = TransformerConfig(n_layers=1, n_heads=2, d_model=4, d_head=2, d_vocab=5, n_ctx=4)
@@ -241,3 +242,17 @@ def test_assert_qk_expansion_exact_fails_without_the_composition_terms() -> None
     ct.assert_qk_expansion_exact(model, [1, 2, 3], heads=["0.1"], kind="direct")  # layer 0: all
     with pytest.raises(AssertionError, match=r"QK expansion of head 1\.0 \(\d+ terms\)"):
         ct.assert_qk_expansion_exact(model, [1, 2, 3], heads=[(1, 0)], kind="direct")
+
+
+INDUCTION = induction_model(vocab_size=6, n_ctx=10)
+
+
+@given(ct.induction_sequences(INDUCTION))
+def test_the_induction_circuit_is_right_on_every_induction_sequence(tokens: np.ndarray) -> None:
+    """The example of docs/testing.md: the strategies and assertions on a hand-built circuit."""
+    logits, cache = INDUCTION.run_with_cache(tokens)
+    assert logits[-1].argmax() == ct.induction_target(tokens)
+    ct.assert_attends(cache, "0.0", ct.previous_token_positions, at_least=0.999)
+    last_query_only = np.full(len(tokens), -1)
+    last_query_only[-1] = ct.induction_positions(tokens)[-1]
+    ct.assert_attends(cache, "1.0", last_query_only, at_least=0.999)
