@@ -25,7 +25,7 @@ from .errors import CircuitsError, PathError, TokenError, VerificationError
 from .io import load
 from .model import AttnOnlyTransformer
 from .paths import KINDS, path_expansion
-from .render import circuit_diagram, save_diagram
+from .render import circuit_diagram, composition_edges, save_diagram
 from .verify import certify_induction
 
 __all__ = ["main"]
@@ -74,16 +74,6 @@ def _number(value: Any) -> float | None:
     return None if math.isnan(number) else number
 
 
-def _composition_pairs(model: AttnOnlyTransformer, threshold: float) -> list[dict[str, Any]]:
-    """Every (kind, writer, reader) whose composition score is ≥ threshold, strongest first."""
-    pairs = []
-    for kind, scores in all_composition_scores(model).items():
-        for l1, h1, l2, h2 in zip(*np.nonzero(scores >= threshold), strict=True):
-            pairs.append({"kind": kind, "writer": f"{l1}.{h1}", "reader": f"{l2}.{h2}",
-                          "score": float(scores[l1, h1, l2, h2])})  # fmt: skip
-    return sorted(pairs, key=lambda pair: -pair["score"])
-
-
 # ---------------------------------------------------------------------- verbs
 def analyze(args: argparse.Namespace, out: Printer) -> None:
     """Per-head behaviour and copying scores, and the composing pairs of heads."""
@@ -124,7 +114,12 @@ def analysis_report(
         "model": {**model.cfg.to_dict(), "bos_token": model.bos_token},
         "heads": heads,
         "composition_baseline": composition_baseline(model),
-        "composition": _composition_pairs(model, threshold),
+        "composition": [
+            {"kind": kind, "writer": writer, "reader": reader, "score": score}
+            for kind, writer, reader, score in composition_edges(
+                model, all_composition_scores(model), threshold
+            )
+        ],
     }
 
 

@@ -26,7 +26,13 @@ from .model import ActivationCache, AttnOnlyTransformer
 from .paths import PathTerm, path_expansion
 from .plots import attention_plot, ov_circuit_plot, qk_circuit_plot, save_figure
 from .qk_paths import qk_expansion
-from .render import circuit_diagram, head_roles, head_subspaces, save_diagram
+from .render import (
+    circuit_diagram,
+    composition_edges,
+    head_roles,
+    head_subspaces,
+    save_diagram,
+)
 from .verify import certify_induction
 
 __all__ = ["run_demo"]
@@ -57,9 +63,8 @@ def run_demo(
     _section(out, "4. Composition scores")
     composition = all_composition_scores(model)
     out(f"chance level (random heads of these shapes) ≈ {composition_baseline(model):.3f}")
-    for kind, scores in composition.items():
-        for l1, h1, l2, h2 in np.argwhere(np.isfinite(scores)):
-            out(f"  {kind}-composition {l1}.{h1} → {l2}.{h2}: {scores[l1, h1, l2, h2]:.3f}")
+    for kind, writer, reader, score in composition_edges(model, composition, 0.0):
+        out(f"  {kind}-composition {writer} → {reader}: {score:.3f}")
     _section(out, "5. Certificate")
     out(str(certify_induction(model)))
     _section(out, "6. Pictures")

@@ -46,6 +46,7 @@ __all__ = [
     "Saved",
     "certificate_latex",
     "circuit_diagram",
+    "composition_edges",
     "escape_label",
     "head_roles",
     "head_subspaces",
@@ -164,7 +165,7 @@ def circuit_diagram(
         raise RenderError(f"threshold must be a finite number, got {threshold!r}")
     known_roles = head_roles(model) if roles is None else _role_lists(model, roles)
     graph = _skeleton(model, known_roles, title)
-    for kind, writer, reader, score in _composition_edges(model, composition, float(threshold)):
+    for kind, writer, reader, score in composition_edges(model, composition, float(threshold)):
         style, colour = COMPOSITION_STYLES[kind]
         graph.edge(
             writer,
@@ -237,10 +238,14 @@ def _skeleton(
     return graph
 
 
-def _composition_edges(
+def composition_edges(
     model: AttnOnlyTransformer, composition: Mapping[str, Any] | None, threshold: float
 ) -> list[tuple[str, str, str, float]]:
-    """``(kind, writer, reader, score)`` for every defined score ``≥ threshold``, strongest first."""
+    """``(kind, writer, reader, score)`` for every defined score ``≥ threshold``, strongest first.
+
+    ``composition`` maps kinds to ``[n_layers, n_heads, n_layers, n_heads]`` scores (entry
+    ``[l₁, h₁, l₂, h₂]`` from writer ``l₁.h₁`` to reader ``l₂.h₂``, defined for ``l₁ < l₂``).
+    """
     if not composition:
         return []
     cfg = model.cfg
