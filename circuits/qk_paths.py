@@ -190,8 +190,10 @@ def _head_of(path: Sequence[str]) -> tuple[int, int]:
 
 def _scores(algebra: PathAlgebra, q: FloatArray, k: FloatArray) -> FloatArray:
     """:math:`q_i^T k_j / \\alpha` broadcast to ``[batch, q, k]``."""
-    scores: FloatArray = (q @ np.swapaxes(k, -1, -2)) / algebra.model.cfg.attn_scale
-    return algebra.full(scores)
+    scores = (q @ np.swapaxes(k, -1, -2)) / algebra.model.cfg.attn_scale
+    batch, n = algebra.shape
+    result: FloatArray = np.ascontiguousarray(np.broadcast_to(scores, (batch, n, n)))
+    return result
 
 
 # ---------------------------------------------------------------------------------- expansion
@@ -320,6 +322,22 @@ class QKExpansion:
     def terms(self) -> list[QKTerm]:
         """Every term, as a list."""
         return list(self)
+
+    def term(self, query: Sequence[str], key: Sequence[str]) -> QKTerm:
+        """The term of a query path and a key path (the head itself may be left off their ends).
+
+        A :class:`~circuits.errors.PathError` if the pair is not one of this expansion's terms.
+        """
+        q, k = (tuple(p) if p and p[-1] == self.name else (*p, self.name) for p in (query, key))
+        term = QKTerm(q, k, self._context)
+        sides = {
+            which: {path for composed in (False, True) for path in self._sides(which, composed)}
+            for which in ("Q", "K")
+        }
+        known = q in sides["Q"] and k in sides["K"] and term.kind in self._filters.kinds
+        if not (known and self._passes(q, k)):
+            raise PathError(f"no term with query {q} and key {k} in this expansion")
+        return term
 
     def filter(
         self,
