@@ -343,34 +343,55 @@ def substitute(expr: sp.Basic, values: Mapping[str, Any]) -> Any:
     """Evaluate a matrix expression of our symbols from ``values`` (symbol name → value).
 
     Values are numpy arrays (1-D arrays are columns), :class:`~circuits.FactoredMatrix` objects,
-    sympy matrices, or scalars for ``alpha``; ``n`` gives the size of ``Id`` and :math:`\\mathbb{1}`
-    when no pattern fixes it. Products are multiplied in the cheapest order; a numeric product that
+    sympy matrices, or scalars for ``alpha``. Symbolic sizes (the sequence length ``n`` of ``Id``
+    and :math:`\\mathbb{1}`) are read off the values of the symbols that have them, or given in
+    ``values`` (``"n": 5``). Products are multiplied in the cheapest order; a numeric product that
     passes through a dimension narrower than both its ends is returned factored
     (:class:`~circuits.FactoredMatrix`), otherwise as an array. Any sympy value makes the result
-    an exact sympy ``ImmutableMatrix``.
+    an exact sympy ``ImmutableMatrix`` (scalars included: ``2 M`` stays ``2 M``, not ``2.0 M``).
     """
+    bound = dict(values)
+    for symbol in expr.atoms(sp.MatrixSymbol):
+        if str(symbol.name) in values:
+            shape = _shape_of(values[str(symbol.name)])
+            for dim, size in zip(symbol.shape, shape, strict=False):
+                if not _known(dim):
+                    bound.setdefault(str(dim), size)
+    return _evaluate(expr, bound)
+
+
+def _evaluate(expr: sp.Basic, values: Mapping[str, Any]) -> Any:
     if isinstance(expr, sp.MatrixSymbol):
         return _value(expr, values)
     if isinstance(expr, sp.Transpose):
-        return substitute(expr.arg, values).T
+        return _evaluate(expr.arg, values).T
     if isinstance(expr, (sp.Identity, sp.OneMatrix, sp.ZeroMatrix)):
         rows, cols = (_size(dim, values) for dim in expr.shape)
         if isinstance(expr, sp.Identity):
             return np.eye(rows)
         return np.full((rows, cols), 1.0 if isinstance(expr, sp.OneMatrix) else 0.0)
+    if isinstance(expr, sp.MatPow) and expr.exp.is_Integer and expr.exp > 0:
+        return _chain([_evaluate(expr.base, values)] * int(expr.exp))
     if isinstance(expr, sp.MatMul):
         coeff, matrices = expr.as_coeff_matrices()
         kept = [m for m in matrices if not isinstance(m, sp.Identity)] or matrices[:1]
-        product = _chain([substitute(m, values) for m in kept])
+        product = _chain([_evaluate(m, values) for m in kept])
         return _scale(product, _scalar(coeff, values))
     if isinstance(expr, sp.MatAdd):
-        terms = [substitute(arg, values) for arg in expr.args]
+        terms = [_evaluate(arg, values) for arg in expr.args]
         if all(isinstance(t, FactoredMatrix) for t in terms):
             return reduce(lambda a, b: a + b, terms)
         if any(isinstance(t, sp.MatrixBase) for t in terms):
             return reduce(lambda a, b: a + b, [_sympy(t) for t in terms])
         return reduce(np.add, [_dense(t) for t in terms])
     raise WeightError(f"cannot substitute into {expr!r} ({type(expr).__name__})")
+
+
+def _shape_of(value: Any) -> tuple[int, ...]:
+    if isinstance(value, (FactoredMatrix, sp.MatrixBase)):
+        return tuple(value.shape)
+    shape = np.shape(value)
+    return (shape[0], 1) if len(shape) == 1 else tuple(shape)
 
 
 def _value(symbol: sp.MatrixSymbol, values: Mapping[str, Any]) -> Any:
@@ -397,18 +418,22 @@ def _size(dim: Any, values: Mapping[str, Any]) -> int:
     return int(values[name])
 
 
-def _scalar(coeff: sp.Expr, values: Mapping[str, Any]) -> Any:
-    free = {s: values[str(s)] for s in coeff.free_symbols if str(s) in values}
+def _scalar(coeff: sp.Expr, values: Mapping[str, Any]) -> sp.Expr:
     missing = sorted(str(s) for s in coeff.free_symbols if str(s) not in values)
     if missing:
         raise WeightError(f"no value given for the scalar(s) {missing}")
-    result = coeff.subs(free)
-    return float(result) if result.is_Number else result
+    result: sp.Expr = coeff.subs({s: values[str(s)] for s in coeff.free_symbols})
+    return result
 
 
-def _scale(product: Any, coeff: Any) -> Any:
-    if isinstance(coeff, float):
-        return product if coeff == 1.0 else product * coeff
+def _scale(product: Any, coeff: sp.Expr) -> Any:
+    """``coeff · product``: exact for sympy products, a float factor for numeric ones."""
+    if coeff == 1:
+        return product
+    if isinstance(product, sp.MatrixBase):
+        return product * coeff
+    if coeff.is_Number:
+        return product * float(coeff)
     return _sympy(product) * coeff
 
 
