@@ -213,12 +213,13 @@ def pair_probabilities(
         ]
     )
     feasible = ~np.isnan(log_odds)
-    odds = np.exp(log_odds[feasible])
+    log_odds = log_odds[feasible]
+    log_total = np.logaddexp(0.0, log_odds)  # log(1 + odds), no overflow
     return PairProbabilities(
         query=i_all[feasible],
         earlier=p_all[feasible],
-        probability=1.0 / (1.0 + odds),
-        error=odds / (1.0 + odds),
+        probability=np.exp(-log_total),
+        error=np.exp(log_odds - log_total),
     )
 
 
