@@ -14,6 +14,7 @@ during one call (the model's weights excluded), and the process's peak resident 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import time
@@ -97,7 +98,9 @@ def main(argv: list[str] | None = None) -> None:
     model = float32_model(sizes)
     L, H = sizes["n_layers"], sizes["n_heads"]
     print(f"{model}")
-    print(f"numpy {np.__version__}, python {sys.version.split()[0]}\n")
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(f"numpy {np.__version__}, python {sys.version.split()[0]}, load average {load}")
+    print("(timings on a shared machine scale with its load: compare the ratios)\n")
 
     baseline = best_of(lambda: model.W_E @ model.W_U, max(1, repeat // 2))
     print(
