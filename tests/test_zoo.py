@@ -1,0 +1,101 @@
+"""The model zoo: names, loading, training information, errors. No torch needed."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import circuits
+from circuits import zoo
+
+NAME = "attn2l-induction"
+
+
+def test_names_lists_the_shipped_models() -> None:
+    names = zoo.names()
+    assert NAME in names
+    assert names == sorted(names)
+    shipped = {entry.name for entry in resources.files("circuits.zoo").iterdir()}
+    for name in names:
+        assert {f"{name}.safetensors", f"{name}.json"} <= shipped
+
+
+def test_model_matches_its_training_config() -> None:
+    model, info = zoo.load(NAME), zoo.info(NAME)
+    training = info["training"]
+    cfg = model.cfg
+    assert (cfg.n_layers, cfg.positional_embedding_type) == (2, "standard")
+    for field in ("n_heads", "d_model", "d_head", "d_vocab", "n_ctx"):
+        assert getattr(cfg, field) == training[field], field
+    assert cfg.attn_scale == pytest.approx(np.sqrt(cfg.d_head))
+    assert model.bos_token == info["bos_token"]
+    assert model.metadata["name"] == NAME
+    assert model.dtype == np.float32
+
+
+def test_model_has_no_biases() -> None:
+    model = zoo.load(NAME)
+    for name, weight in model.parameters().items():
+        if name.startswith("b_"):
+            assert not np.any(weight), name
+
+
+def test_weights_file_is_small() -> None:
+    path = resources.files("circuits.zoo") / f"{NAME}.safetensors"
+    with resources.as_file(path) as file:
+        assert Path(file).stat().st_size < 1_000_000
+
+
+def test_training_log_summary() -> None:
+    log = zoo.info(NAME)["log"]
+    final = log["final"]
+    assert final["step"] == zoo.info(NAME)["training"]["steps"]
+    assert final["loss_copied"] < 0.25 * final["loss_random"]
+    assert [row["step"] for row in log["curve"]] == sorted(row["step"] for row in log["curve"])
+    assert log["export_max_abs_logit_error"] < 1e-4
+
+
+def test_load_casts_to_the_requested_dtype() -> None:
+    stored = zoo.load(NAME)
+    wide = zoo.load(NAME, dtype=np.float64)
+    assert wide.dtype == np.float64
+    for name, weight in stored.parameters().items():
+        np.testing.assert_array_equal(wide.parameters()[name], weight.astype(np.float64))
+    assert (wide.bos_token, dict(wide.metadata)) == (stored.bos_token, dict(stored.metadata))
+
+
+def test_float32_and_float64_forward_agree() -> None:
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 64, size=(3, 64))
+    narrow = zoo.load(NAME).forward(tokens)
+    wide = zoo.load(NAME, dtype=np.float64).forward(tokens)
+    np.testing.assert_allclose(narrow, wide, atol=1e-4 * np.abs(wide).max())
+
+
+def test_info_is_a_fresh_copy() -> None:
+    info = zoo.info(NAME)
+    info["training"]["seed"] = "changed"
+    info.clear()
+    assert zoo.info(NAME)["training"]["seed"] != "changed"
+
+
+def test_save_and_load_round_trip(tmp_path: Path) -> None:
+    model = zoo.load(NAME)
+    again = circuits.load(circuits.save(model, tmp_path / "copy.safetensors"))
+    for name, weight in model.parameters().items():
+        np.testing.assert_array_equal(again.parameters()[name], weight)
+    assert again.cfg == model.cfg
+    assert (again.bos_token, dict(again.metadata)) == (model.bos_token, dict(model.metadata))
+
+
+@pytest.mark.parametrize("bad", ["attn2l", "ATTN2L-INDUCTION", "../io", "__init__", "", None, 3])
+def test_unknown_names_raise_zoo_error(bad: object) -> None:
+    for function in (zoo.load, zoo.info):
+        with pytest.raises(circuits.errors.ZooError, match="available") as caught:
+            function(bad)  # type: ignore[arg-type]
+        assert isinstance(caught.value, circuits.CircuitsError)
+        assert isinstance(caught.value, LookupError)
+        assert repr(bad) in str(caught.value)
