@@ -7,6 +7,7 @@ The data flows one way through the package::
     model → construct (hand-built circuits) → verify (certificates)
 """
 
+from . import zoo
 from .analysis import (
     ablate_heads,
     all_composition_scores,
@@ -55,6 +56,7 @@ from .errors import (
     TokenError,
     VerificationError,
     WeightError,
+    ZooError,
 )
 from .factored import FactoredMatrix
 from .graph import computation_graph, count_paths, iter_paths
@@ -100,6 +102,7 @@ __all__ = [
     "TransformerConfig",
     "VerificationError",
     "WeightError",
+    "ZooError",
     "ablate_heads",
     "all_composition_scores",
     "assemble",
@@ -130,4 +133,5 @@ __all__ = [
     "save",
     "token_qk_circuit",
     "virtual_ov_circuit",
+    "zoo",
 ]
