@@ -17,12 +17,12 @@ import argparse
 import os
 import resource
 import sys
-import time
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from bench_foundation import best_of  # the sibling script: timing helper
 
 from circuits import AttnOnlyTransformer, TransformerConfig
 from circuits.analysis import (
@@ -37,16 +37,6 @@ from circuits.analysis import (
 
 FULL = {"n_layers": 2, "n_heads": 12, "d_model": 768, "d_head": 64, "d_vocab": 50257, "n_ctx": 1024}
 QUICK = {"n_layers": 2, "n_heads": 4, "d_model": 64, "d_head": 16, "d_vocab": 2000, "n_ctx": 256}
-
-
-def best_of(fn: Callable[[], Any], repeat: int) -> float:
-    """The smallest wall time of ``repeat`` calls (seconds)."""
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def peak_bytes(fn: Callable[[], Any]) -> int:

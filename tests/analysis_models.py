@@ -16,9 +16,12 @@ Token 0 is BOS. Heads:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from circuits import AttnOnlyTransformer
+from circuits import testing as ct
 
 
 def induction_model(
@@ -72,3 +75,10 @@ def induction_model(
         W_E=W_E, W_P=W_P, W_Q=W_Q, W_K=W_K, W_V=W_V, W_O=W_O, W_U=W_U,
         bos_token=0 if bos else None,
     )  # fmt: skip
+
+
+def with_new_head_bases(model: AttnOnlyTransformer, data: Any) -> AttnOnlyTransformer:
+    """The same W_QK and W_OV from other factors: every head's internal bases drawn at random."""
+    c = model.cfg
+    bases = ct.invertible_matrices(c.d_head, leading=(c.n_layers, c.n_heads))
+    return ct.change_head_bases(model, data.draw(bases), data.draw(bases))

@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+from analysis_models import with_new_head_bases
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -89,11 +90,7 @@ def test_scores_depend_only_on_w_qk_and_w_ov(
     model: AttnOnlyTransformer, data: st.DataObject
 ) -> None:
     """Changing every head's internal bases changes the factors, not W_QK = W_Qᵀ W_K, W_OV = W_O W_V."""
-    c = model.cfg
-    G, N = (
-        data.draw(ct.invertible_matrices(c.d_head, leading=(c.n_layers, c.n_heads))) for _ in "GN"
-    )
-    changed = ct.change_head_bases(model, G, N)
+    changed = with_new_head_bases(model, data)
     for kind, scores in all_composition_scores(model).items():
         np.testing.assert_allclose(composition_scores(changed, kind), scores, rtol=1e-8, atol=1e-12)
 

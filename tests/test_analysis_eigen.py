@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
-from analysis_models import induction_model
+from analysis_models import induction_model, with_new_head_bases
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -109,11 +109,7 @@ def test_spectral_scores_are_invariant_under_any_change_of_residual_basis(
 def test_spectra_depend_only_on_w_qk_and_w_ov(
     model: AttnOnlyTransformer, data: st.DataObject
 ) -> None:
-    c = model.cfg
-    G, N = (
-        data.draw(ct.invertible_matrices(c.d_head, leading=(c.n_layers, c.n_heads))) for _ in "GN"
-    )
-    changed = ct.change_head_bases(model, G, N)
+    changed = with_new_head_bases(model, data)
     np.testing.assert_allclose(copying_scores(changed), copying_scores(model), atol=1e-7)
     np.testing.assert_allclose(qk_positivity(changed), qk_positivity(model), atol=1e-7)
     np.testing.assert_allclose(
