@@ -16,9 +16,9 @@ per head for all paths ending there.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -31,7 +31,6 @@ from .model import ActivationCache, AttnOnlyTransformer
 
 IntArray = NDArray[np.intp]
 Owner = tuple[int, int] | None
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -131,6 +130,13 @@ class PathAlgebra:
             yield index, stack[-1][1]
 
     # ------------------------------------------------------------------ readouts
+    def resid(self, stream: Stream) -> FloatArray:
+        """The stream in the residual basis, ``W_O^{owner} z`` (``[batch|1, pos|1, d_model]``)."""
+        if stream.owner is None:
+            return stream.z
+        result: FloatArray = stream.z @ self.model.W_O[stream.owner].T
+        return result
+
     def logits(self, stream: Stream) -> FloatArray:
         """The stream read out by the unembedding, ``[batch, pos, d_vocab]``."""
         U = self._through(("U",), self.model.W_U, stream.owner)
@@ -184,8 +190,3 @@ class PathAlgebra:
 
 def _depth_first_key(nodes: Sequence[str]) -> tuple[str, tuple[tuple[int, int], ...]]:
     return nodes[0], tuple(parse_head(h) for h in nodes[1:])
-
-
-def first(items: Iterable[T]) -> T | None:
-    """The first item, or ``None``."""
-    return next(iter(items), None)

@@ -460,8 +460,8 @@ class PathExpansion:
     def evaluate(self, cache: ActivationCache, targets: Any = None) -> FloatArray:
         """The sum of the terms: ``[batch, pos, d_vocab]`` (the logits, for the full expansion).
 
-        With ``targets``, the sum ``[batch, pos]`` of their target-logit contributions. Streams
-        ending at the same head are added in its ``d_head``-wide basis before the single readout.
+        With ``targets``, the sum ``[batch, pos]`` of their target-logit contributions. The
+        streams of the paths are added in the residual stream and unembedded once.
         """
         algebra = PathAlgebra(self.model, cache)
         paths = list(self.paths())
@@ -470,16 +470,12 @@ class PathExpansion:
             for _, value in _target_values(algebra, algebra.targets(targets), paths):
                 total += value
             return total
-        logits = np.zeros((*algebra.shape, self.model.cfg.d_vocab), dtype=self.model.dtype)
-        logits += sum(1 for path in paths if path[0] == "b_U") * self.model.b_U
-        summed: dict[Any, FloatArray] = {}
-        for _, stream in algebra.walk([path[:-1] for path in paths if path[0] != "b_U"]):
-            summed[stream.owner] = (
-                summed[stream.owner] + stream.z if stream.owner in summed else stream.z
-            )
-        for owner, z in summed.items():
-            logits += algebra.logits(Stream(owner, z))
-        return logits
+        streams = [path[:-1] for path in paths if path[0] != "b_U"]
+        resid: FloatArray = np.zeros((1, 1, self.model.cfg.d_model), dtype=self.model.dtype)
+        for _, stream in algebra.walk(streams):
+            resid = resid + algebra.resid(stream)
+        logits = algebra.logits(Stream(None, resid))
+        return logits + sum(1 for path in paths if path[0] == "b_U") * self.model.b_U
 
     # ------------------------------------------------------------------ printing
     def latex(self, *, grouped: bool = True, expand: bool = False) -> str:
