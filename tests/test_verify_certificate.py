@@ -101,7 +101,7 @@ def test_expression_steps_and_text(mechanism: Mechanism) -> None:
     assert certificate.expression.free_symbols == set(SYMBOLS.values())
     assert [s.title.split(" (")[0] for s in certificate.steps] == ["layer 0", "layer 1", "output"]
     names = [name for step in certificate.steps for name, _, _ in step.quantities]
-    assert names == ["Δ₀", "ε₀", "η₀", "Δ₁", "ε₁", "P(correct) ≥"]
+    assert names == ["Δ₀", "ε₀", "η₀", "Δ₁", "ε₁", "bound"]
     assert certificate.bound + certificate.error_bound == pytest.approx(1.0, abs=1e-15)
     text = str(certificate)
     assert "P(correct next token) ≥" in text and "starts with BOS" in text and "Δ₁" in text

@@ -42,7 +42,7 @@ from ..errors import VerificationError
 from ..model import AttnOnlyTransformer
 from ._params import resolve
 
-__all__ = ["SYMBOLS", "Certificate", "DerivationStep", "certify_induction"]
+__all__ = ["STEP_SYMBOLS", "SYMBOLS", "Certificate", "DerivationStep", "certify_induction"]
 
 #: The parameters of a certificate's expressions.
 SYMBOLS: dict[str, sp.Symbol] = {
@@ -66,12 +66,12 @@ class DerivationStep:
 
     title: str
     reason: str
-    quantities: tuple[tuple[str, Any, float], ...]  # (name, sympy expression, value)
+    quantities: tuple[tuple[str, Any, float], ...]  # (name, formula in earlier ones, value)
 
     def __str__(self) -> str:
         lines = [f"{self.title}: {self.reason}"]
         lines += [
-            f"    {name} = {sp.sstr(expr)} = {value:.6g}" for name, expr, value in self.quantities
+            f"    {name} = {sp.sstr(expr)} = {value:.10g}" for name, expr, value in self.quantities
         ]
         return "\n".join(lines)
 
@@ -124,14 +124,24 @@ def _margin_error(count: Any, margin: Any) -> Any:
     return count * sp.exp(-margin) / (1 + count * sp.exp(-margin))
 
 
+#: The derivation's intermediate quantities; each step's formula uses the earlier ones.
+STEP_SYMBOLS: dict[str, sp.Symbol] = {
+    "Δ₀": sp.Symbol("Delta_0"),
+    "ε₀": sp.Symbol("epsilon_0"),
+    "η₀": sp.Symbol("eta_0"),
+    "Δ₁": sp.Symbol("Delta_1"),
+    "ε₁": sp.Symbol("epsilon_1"),
+}
+
+
 @cache
-def _derivation(mechanism: str) -> tuple[Any, Any, Any]:
-    """Steps (title, reason, named expressions), the bound and the error bound, symbolically."""
+def _derivation(mechanism: str) -> tuple[Any, dict[str, Any], Any, Any]:
+    """Steps (title, reason, quantities as local formulas), every quantity in the parameters, the
+    bound and the error bound (both in the parameters)."""
     V, n, b0, b1, g, mu = (SYMBOLS[k] for k in _ORDER)
-    d0 = b0 if mechanism == "K" else b0 * (1 - mu)
-    e0, h0 = _margin_error(n - 1, d0), _margin_error(1, d0)
+    D0, E0, H0, D1, E1 = STEP_SYMBOLS.values()
     if mechanism == "K":
-        d1 = b1 * (1 - (1 + mu) * e0 - mu - 2 * h0)
+        d0, d1 = b0, b1 * (1 - (1 + mu) * E0 - mu - 2 * H0)
         layer0 = (
             "layer 0 (previous-token head)",
             "query j ≥ 1 scores key j−1 at β₀ and its other ≤ n−1 keys at 0",
@@ -141,7 +151,7 @@ def _derivation(mechanism: str) -> tuple[Any, Any, Any]:
             "key p+1 scores ≥ β₁(1−(1+μ)ε₀); any other key ≤ β₁(μ+2η₀), since a sits only at p and i",
         )
     else:
-        d1 = b1 * (1 - e0 - h0)
+        d0, d1 = b0 * (1 - mu), b1 * (1 - E0 - H0)
         layer0 = (
             "layer 0 (duplicate-token head)",
             "the earlier occurrence p scores β₀, itself 0, every other key ≤ β₀μ",
@@ -150,29 +160,36 @@ def _derivation(mechanism: str) -> tuple[Any, Any, Any]:
             "layer 1 (induction head, pointer)",
             "key p+1 scores ≥ β₁(1−ε₀) through ptr[p]; any other key ≤ β₁η₀",
         )
-    e1 = _margin_error(n - 1, d1)
-    x = sp.exp(-g * (1 - mu - 2 * e1)) + (V - 2) * sp.exp(-g * (1 - mu - (1 + mu) * e1))
-    bound = 1 / (1 + x)
+    x = sp.exp(-g * (1 - mu - 2 * E1)) + (V - 2) * sp.exp(-g * (1 - mu - (1 + mu) * E1))
     steps = (
-        (*layer0, (("Δ₀", d0), ("ε₀", e0), ("η₀", h0))),
-        (*layer1, (("Δ₁", d1), ("ε₁", e1))),
+        (*layer0, (("Δ₀", d0), ("ε₀", _margin_error(n - 1, D0)), ("η₀", _margin_error(1, D0)))),
+        (*layer1, (("Δ₁", d1), ("ε₁", _margin_error(n - 1, D1)))),
         (
             "output",
             "right logit ≥ γ(1−(1+μ)ε₁), wrong mass ≤ ε₁; worst when it all sits on one token",
-            (("P(correct) ≥", bound),),
+            (("bound", 1 / (1 + x)),),
         ),
     )
-    return steps, bound, x / (1 + x)
+    full: dict[str, Any] = {}
+    for _, _, named in steps:
+        for name, local in named:
+            full[name] = _in_parameters(local, full)
+    x_full = _in_parameters(x, full)
+    return steps, full, full["bound"], x_full / (1 + x_full)
+
+
+def _in_parameters(local: Any, full: dict[str, Any]) -> Any:
+    """A step's formula with the earlier quantities replaced by their formulas in the parameters."""
+    return local.subs({STEP_SYMBOLS[k]: v for k, v in full.items() if k in STEP_SYMBOLS})
 
 
 @cache
 def _evaluator(mechanism: str) -> Callable[..., Any]:
     """All quantities of the derivation, and P(wrong), in interval arithmetic."""
-    steps, _, error = _derivation(mechanism)
-    quantities = [expr for _, _, named in steps for _, expr in named]
+    _, full, _, error = _derivation(mechanism)
     return sp.lambdify(  # type: ignore[no-any-return]
         [SYMBOLS[k] for k in _ORDER],
-        [*quantities, error],
+        [*full.values(), error],
         modules=[{"exp": _INTERVALS.exp}, "mpmath"],
     )
 
@@ -237,7 +254,7 @@ def certify_induction(
         "coherence": mu,
     }
     results = _evaluator(params.mechanism)(*(_INTERVALS.mpf(values[k]) for k in _ORDER))
-    steps_spec, bound_expr, _ = _derivation(params.mechanism)
+    steps_spec, _, bound_expr, _ = _derivation(params.mechanism)
     steps, k = [], 0
     for title, reason, named in steps_spec:
         quantities = []
