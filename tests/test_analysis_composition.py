@@ -188,3 +188,18 @@ def test_relative_scores_are_scores_over_the_baseline(
         composition_scores(model, kind) * np.sqrt(model.cfg.d_model),
         rtol=1e-12,
     )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scores_stay_finite_and_scale_free_at_extreme_scales(dtype: type) -> None:
+    cfg = {"n_layers": 2, "n_heads": 2, "d_model": 16, "d_head": 4, "d_vocab": 5, "n_ctx": 4}
+    model = AttnOnlyTransformer.random(cfg, seed=7, dtype=dtype)
+    huge = model.replace(
+        **{name: 1e6 * getattr(model, name) for name in ("W_Q", "W_K", "W_V", "W_O")}
+    )
+    tiny = model.replace(
+        **{name: 1e-6 * getattr(model, name) for name in ("W_Q", "W_K", "W_V", "W_O")}
+    )
+    for kind, scores in all_composition_scores(model).items():
+        for scaled in (huge, tiny):
+            np.testing.assert_allclose(composition_scores(scaled, kind), scores, rtol=1e-4)

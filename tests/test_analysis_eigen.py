@@ -187,3 +187,17 @@ def test_the_library_induction_models_compose_by_their_mechanism(mechanism: str)
     else:
         assert q > 0.1 and k == pytest.approx(0.0, abs=1e-12)
     assert copying_scores(model)[1, 0] == pytest.approx(1.0)  # OV: tok[t] ↦ γ out[t]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_spectral_scores_stay_finite_at_extreme_scales(dtype: type) -> None:
+    cfg = {"n_layers": 2, "n_heads": 2, "d_model": 16, "d_head": 4, "d_vocab": 30, "n_ctx": 4}
+    model = AttnOnlyTransformer.random(cfg, seed=7, dtype=dtype)
+    huge = model.replace(
+        **{name: 1e6 * getattr(model, name) for name in ("W_E", "W_Q", "W_K", "W_V", "W_O", "W_U")}
+    )
+    for score in (copying_scores, qk_positivity, prefix_matching_scores):
+        expected = score(model)
+        got = score(huge)
+        assert np.array_equal(np.isnan(got), np.isnan(expected))
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)

@@ -15,9 +15,9 @@ not 0.
 
 **How it is computed.** Each reading map is a product :math:`L R` of a ``d × k`` and a ``k × d``
 factor (:math:`K^T Q` for Q, :math:`Q^T K` for K, :math:`O V` for V) and each writing map is
-:math:`O_1 V_1`. With thin QR factorisations :math:`L = P\,R_L` and :math:`V_1^T = P_1 R_1`
-(orthonormal :math:`P, P_1`; :math:`R_L, R_1` are computed as ``k × k`` roots of the Gram
-matrices :math:`L^T L` and :math:`V_1 V_1^T`),
+:math:`O_1 V_1`. With ``k × k`` roots of the Gram matrices, :math:`R_L^T R_L = L^T L` and
+:math:`R_1^T R_1 = V_1 V_1^T` (so that :math:`\|L X\| = \|R_L X\|` and
+:math:`\|X V_1\| = \|X R_1^T\|` for every X),
 
 .. math::
 
@@ -58,6 +58,9 @@ __all__ = [
 
 CompositionKind = Literal["Q", "K", "V"]
 COMPOSITION_KINDS: tuple[str, ...] = get_args(CompositionKind)
+
+#: Random heads drawn at once by the Monte Carlo baseline.
+_CHUNK = 64
 
 
 def composition_scores(model: AttnOnlyTransformer, kind: str) -> FloatArray:
@@ -106,12 +109,16 @@ def composition_baseline(
     if not (is_int(n_samples) and n_samples >= 1):
         raise AnalysisError(f"n_samples must be an integer ≥ 1 or None, got {n_samples!r}")
     rng = np.random.default_rng(seed)
-    left, reading, out, value = (
-        rng.standard_normal((n_samples, *shape)) for shape in ((d, k), (k, d), (d, k), (k, d))
-    )
-    readers, writers = _whiten_reader(left, reading), _whiten_writer(out, value)
-    numerators = np.sqrt(np.sum((readers @ writers) ** 2, axis=(1, 2)))
-    return float(np.mean(_normalise(numerators, _norms(readers), _norms(writers))))
+    total = 0.0
+    for start in range(0, n_samples, _CHUNK):  # bounded memory at real sizes
+        size = min(_CHUNK, n_samples - start)
+        left, reading, out, value = (
+            rng.standard_normal((size, *shape)) for shape in ((d, k), (k, d), (d, k), (k, d))
+        )
+        readers = _unit(_whiten_reader(left, reading))
+        writers = _unit(_whiten_writer(out, value))
+        total += float(np.sum(np.sqrt(np.sum((readers @ writers) ** 2, axis=(1, 2)))))
+    return total / n_samples
 
 
 def relative_composition_scores(
@@ -178,26 +185,22 @@ def _gram_root(factor: FloatArray) -> FloatArray:
 def _pair_scores(readers: FloatArray, writers: FloatArray) -> FloatArray:
     r""":math:`\|R_a O_b\| / (\|R_a\|\,\|O_b\|)` for every pair, ``[n_readers, n_writers]``.
 
-    ``readers`` is ``[n_readers, r, d]``, ``writers`` ``[n_writers, d, s]`` (whitened factors); the
-    ``r × s`` blocks of one product of the stacked factors hold every numerator.
+    ``readers`` is ``[n_readers, r, d]``, ``writers`` ``[n_writers, d, s]`` (whitened factors). Both
+    are scaled to unit norm first (no overflow at any scale), then the ``r × s`` blocks of one
+    product of the stacked factors hold every score.
     """
+    readers, writers = _unit(readers), _unit(writers)
     n_r, r, d = readers.shape
     n_w, _, s = writers.shape
     cross = readers.reshape(n_r * r, d) @ writers.transpose(1, 0, 2).reshape(d, n_w * s)
-    numerators = np.sqrt(np.sum(cross.reshape(n_r, r, n_w, s) ** 2, axis=(1, 3)))
-    return _normalise(numerators, _norms(readers)[:, None], _norms(writers)[None, :])
+    scores: FloatArray = np.sqrt(np.sum(cross.reshape(n_r, r, n_w, s) ** 2, axis=(1, 3)))
+    return scores
 
 
-def _norms(factors: FloatArray) -> FloatArray:
-    """The Frobenius norm of each matrix of a stack ``[…, a, b]``."""
-    result: FloatArray = np.sqrt(np.sum(factors**2, axis=(-2, -1)))
-    return result
-
-
-def _normalise(numerators: FloatArray, left: FloatArray, right: FloatArray) -> FloatArray:
-    """``numerators / (left · right)``, NaN where the denominator is 0 (a zero map)."""
-    denominators = left * right
-    shape = np.broadcast_shapes(numerators.shape, denominators.shape)
-    result: FloatArray = np.full(shape, np.nan, dtype=numerators.dtype)
-    np.divide(numerators, denominators, out=result, where=denominators > 0)
+def _unit(factors: FloatArray) -> FloatArray:
+    """Each matrix of a stack ``[…, a, b]`` divided by its Frobenius norm (norm taken in float64);
+    a zero matrix becomes NaN, so that every score it enters is NaN."""
+    norms = np.sqrt(np.sum(np.square(factors, dtype=np.float64), axis=(-2, -1)))[..., None, None]
+    result: FloatArray = np.full(factors.shape, np.nan, dtype=factors.dtype)
+    np.divide(factors, norms, out=result, where=norms > 0, casting="unsafe")
     return result

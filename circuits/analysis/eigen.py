@@ -10,7 +10,8 @@ its ``k × k`` core :math:`B A`. So for the ``V × V`` circuits of a head,
   :math:`(W_K^{h_2} W_O^{h_1})\,(W_V^{h_1} W_E W_E^T W_Q^{h_2\,T})`,
 
 and the only products over the vocabulary are the two ``d × d`` Gram matrices :math:`W_E W_U` and
-:math:`W_E W_E^T`, each costing one ``d × V × d`` product, shared by every head.
+:math:`W_E W_E^T`, each costing one ``d × V × d`` product (in the model's dtype), shared by every
+head; the small products after them are in float64.
 
 The summary of a spectrum is its **positivity** :math:`\operatorname{Re}\sum\lambda / \sum|\lambda|
 \in [-1, 1]`: 1 when every eigenvalue is positive (the OV circuit copies, the QK circuit attends
@@ -63,7 +64,7 @@ def ov_eigenvalues(model: AttnOnlyTransformer) -> ComplexArray:
     The ``d_head`` eigenvalues of the core :math:`W_V (W_E W_U) W_O`, sorted by decreasing modulus;
     the ``V − d_head`` further eigenvalues of the circuit are 0.
     """
-    gram = model.W_E @ model.W_U  # d × d, the one product over the vocabulary
+    gram = _wide(model.W_E @ model.W_U)  # d × d, the one product over the vocabulary
     return _sorted_eigenvalues(model.W_V @ gram @ model.W_O)
 
 
@@ -84,7 +85,7 @@ def qk_eigenvalues(model: AttnOnlyTransformer, *, positional: bool = False) -> C
     are these circuits divided by ``attn_scale``.
     """
     embedding = positional_embedding(model) if positional else model.W_E
-    gram = embedding @ embedding.T
+    gram = _wide(embedding @ embedding.T)
     return _sorted_eigenvalues(model.W_K @ gram @ model.W_Q.swapaxes(-1, -2))
 
 
@@ -110,7 +111,7 @@ def k_composition_eigenvalues(model: AttnOnlyTransformer) -> ComplexArray:
     L, H, k = cfg.n_layers, cfg.n_heads, cfg.d_head
     if L < 2:
         return np.full((L, H, L, H, k), np.nan, dtype=complex)
-    gram = model.W_E @ model.W_E.T
+    gram = _wide(model.W_E @ model.W_E.T)
     keys, queries = _stacked(model.W_K[1:]), _stacked(model.W_Q[1:])  # readers: [(L-1)H·k, d]
     outs, values = _stacked(model.W_O[:-1].swapaxes(-1, -2)), _stacked(model.W_V[:-1])  # writers
     n = (L - 1) * H
@@ -138,6 +139,12 @@ def _sorted_eigenvalues(cores: FloatArray) -> ComplexArray:
     values = np.linalg.eigvals(cores).astype(complex)
     order = np.argsort(-np.abs(values), axis=-1, kind="stable")
     result: ComplexArray = np.take_along_axis(values, order, axis=-1)
+    return result
+
+
+def _wide(gram: FloatArray) -> FloatArray:
+    """A ``d × d`` Gram matrix in float64: the small products after it cannot overflow float32."""
+    result: FloatArray = gram.astype(np.float64)
     return result
 
 
