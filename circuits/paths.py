@@ -460,8 +460,9 @@ class PathExpansion:
     def evaluate(self, cache: ActivationCache, targets: Any = None) -> FloatArray:
         """The sum of the terms: ``[batch, pos, d_vocab]`` (the logits, for the full expansion).
 
-        With ``targets``, the sum ``[batch, pos]`` of their target-logit contributions. The
-        streams of the paths are added in the residual stream and unembedded once.
+        With ``targets``, the sum ``[batch, pos]`` of their target-logit contributions. Streams
+        are added in the ``d_head``-wide basis of the head that wrote them, then in the residual
+        stream, and unembedded once.
         """
         algebra = PathAlgebra(self.model, cache)
         paths = list(self.paths())
@@ -471,9 +472,12 @@ class PathExpansion:
                 total += value
             return total
         streams = [path[:-1] for path in paths if path[0] != "b_U"]
+        by_owner: dict[Any, FloatArray] = {}
+        for _, s in algebra.walk(streams):
+            by_owner[s.owner] = by_owner[s.owner] + s.z if s.owner in by_owner else s.z
         resid: FloatArray = np.zeros((1, 1, self.model.cfg.d_model), dtype=self.model.dtype)
-        for _, stream in algebra.walk(streams):
-            resid = resid + algebra.resid(stream)
+        for owner, z in by_owner.items():
+            resid = resid + algebra.resid(Stream(owner, z))
         logits = algebra.logits(Stream(None, resid))
         return logits + sum(1 for path in paths if path[0] == "b_U") * self.model.b_U
 
