@@ -108,14 +108,78 @@ def as_set(value: Any, name: str, allowed: Sequence[Any]) -> frozenset[Any] | No
 
 
 # ---------------------------------------------------------------------------------- terms
-class PathTerm:
+class Term:
+    """What every expansion term shares: a symbolic form, its weight product, LaTeX, identity.
+
+    Subclasses give :meth:`symbolic_form` and :attr:`key` (what identifies the term within its
+    expansion); the weight product is the last factor of the symbolic form.
+    """
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: ExpansionContext) -> None:
+        self._context = context
+
+    @property
+    def key(self) -> Hashable:
+        """What identifies the term within its expansion."""
+        raise NotImplementedError
+
+    def symbolic_form(self, *, expand: bool = False) -> Kron:
+        r"""The term as a :class:`~circuits.symbolic.Kron`; ``expand`` writes :math:`W_{OV}` as
+        :math:`W_O W_V` and :math:`W_{QK}` as :math:`W_Q^T W_K`."""
+        raise NotImplementedError
+
+    @property
+    def symbolic(self) -> Kron:
+        """The term as a :class:`~circuits.symbolic.Kron` of sympy expressions."""
+        return self.symbolic_form()
+
+    @property
+    def weights(self) -> sp.MatrixExpr:
+        r"""The weight product, e.g. :math:`W_U W_{OV}^{h_m} \cdots W_{OV}^{h_1} W_0`."""
+        return self.symbolic.factors[-1]
+
+    def weight_value(self, values: Mapping[str, Any] | None = None, *, expand: bool = False) -> Any:
+        """The weight product evaluated from the model's weights, or from ``values`` if given.
+
+        Numeric results stay factored when low rank (``W_U W_OV W_E`` is a ``V × V``
+        :class:`~circuits.FactoredMatrix` of rank ≤ ``d_head``); sympy values (a symbolic,
+        hand-built model) give an exact sympy matrix, e.g. to show that an unintended term
+        vanishes identically. See :func:`circuits.symbolic.substitute`.
+        """
+        form = self.symbolic_form(expand=expand).factors[-1]
+        return substitute(form, self._context.values if values is None else values)
+
+    def latex(self, *, expand: bool = False) -> str:
+        r"""The term in LaTeX, e.g. ``\left(A^{1.4} A^{0.7}\right) \otimes \left(W_{U} W_{OV}^{1.4} …\right)``."""
+        return self.symbolic_form(expand=expand).latex()
+
+    def _repr_latex_(self) -> str:
+        return f"${self.latex()}$"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Term) or type(other) is not type(self):
+            return NotImplemented
+        return self.key == other.key and self._context.model is other._context.model
+
+    def __hash__(self) -> int:
+        return hash((self.key, id(self._context.model)))
+
+
+class PathTerm(Term):
     """One term of the path expansion of the logits: the path ``(source, h_1, …, h_m, "unembed")``."""
 
-    __slots__ = ("_context", "path")
+    __slots__ = ("path",)
 
     def __init__(self, path: tuple[str, ...], context: ExpansionContext) -> None:
+        super().__init__(context)
         self.path = path
-        self._context = context
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """What identifies the term within its expansion: its path."""
+        return self.path
 
     @property
     def source(self) -> str:
@@ -142,7 +206,6 @@ class PathTerm:
         """``"bias"`` for bias sources, else ``"direct"``, ``"head"`` or ``"virtual"`` by order."""
         return path_kind(self.path)
 
-    # ------------------------------------------------------------------ numeric
     def evaluate(self, cache: ActivationCache, targets: Any = None) -> FloatArray:
         """This term's contribution to the logits, with the cache's tokens and patterns.
 
@@ -155,63 +218,22 @@ class PathTerm:
         ((_, value),) = _target_values(algebra, algebra.targets(targets), [self.path])
         return value
 
-    # ------------------------------------------------------------------ symbolic
     def symbolic_form(self, *, expand: bool = False) -> Kron:
-        r"""The term as ``Kron(patterns, weights)``; ``expand`` writes :math:`W_{OV}` as :math:`W_O W_V`."""
+        r"""The term as ``Kron(patterns, weights)``: :math:`P \otimes W`."""
         return self._context.symbols.ov_term(self.path, expand=expand)
-
-    @property
-    def symbolic(self) -> Kron:
-        r"""The term :math:`P \otimes W` as a :class:`~circuits.symbolic.Kron` of sympy expressions."""
-        return self.symbolic_form()
 
     @property
     def patterns(self) -> sp.MatrixExpr:
         r"""The pattern product :math:`A^{h_m} \cdots A^{h_1}` (``Id`` at order 0, times 𝟙 for biases)."""
         return self.symbolic.factors[0]
 
-    @property
-    def weights(self) -> sp.MatrixExpr:
-        r"""The weight product :math:`W_U W_{OV}^{h_m} \cdots W_{OV}^{h_1} W_0`."""
-        return self.symbolic.factors[1]
-
-    def weight_value(self, values: Mapping[str, Any] | None = None, *, expand: bool = False) -> Any:
-        """The weight product evaluated from the model's weights, or from ``values`` if given.
-
-        Numeric results stay factored when low rank (``W_U W_OV W_E`` is a ``V × V``
-        :class:`~circuits.FactoredMatrix` of rank ≤ ``d_head``); sympy values (a symbolic,
-        hand-built model) give an exact sympy matrix. See :func:`circuits.symbolic.substitute`.
-        """
-        form = self.symbolic_form(expand=expand).factors[1]
-        return substitute(form, self._context.values if values is None else values)
-
     def pattern_value(self, cache: ActivationCache, batch: int = 0) -> FloatArray:
         """The pattern product on sequence ``batch`` of ``cache``: ``[pos, pos]`` (``[pos, 1]`` for biases)."""
         value: FloatArray = substitute(self.patterns, pattern_values(cache, batch))
         return value
 
-    def latex(self, *, expand: bool = False) -> str:
-        r"""The term in LaTeX, e.g. ``\left(A^{1.4} A^{0.7}\right) \otimes \left(W_{U} W_{OV}^{1.4} …\right)``."""
-        return self.symbolic_form(expand=expand).latex()
-
-    def _repr_latex_(self) -> str:
-        return f"${self.latex()}$"
-
     def __repr__(self) -> str:
         return f"PathTerm({' → '.join(self.path)}; {self.kind})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, PathTerm):
-            return NotImplemented
-        return self.path == other.path and self._context.model is other._context.model
-
-    def __hash__(self) -> int:
-        return hash((self.path, id(self._context.model)))
-
-    @property
-    def key(self) -> tuple[str, ...]:
-        """What identifies the term within its expansion: its path."""
-        return self.path
 
 
 def path_kind(path: Sequence[str]) -> Kind:

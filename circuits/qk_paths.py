@@ -30,13 +30,12 @@ positional terms. ``term.evaluate(cache)`` gives ``[batch, q, k]``.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import networkx as nx
 import numpy as np
-import sympy as sp
 
 from ._arrays import FloatArray
 from ._streams import PathAlgebra
@@ -52,8 +51,16 @@ from .graph import (
     source_nodes,
 )
 from .model import ActivationCache, AttnOnlyTransformer
-from .paths import Contributions, ExpansionContext, as_set, head_sums, placeholders, summed_heads
-from .symbolic import Kron, substitute
+from .paths import (
+    Contributions,
+    ExpansionContext,
+    Term,
+    as_set,
+    head_sums,
+    placeholders,
+    summed_heads,
+)
+from .symbolic import Kron
 
 __all__ = ["QKContributions", "QKExpansion", "QKTerm", "qk_expansion"]
 
@@ -67,15 +74,16 @@ _KIND_OF: dict[tuple[bool, bool], QKKind] = {
 }
 
 
-class QKTerm:
+class QKTerm(Term):
     """One term of a head's scores: a query path and a key path, both ending at the head."""
 
-    __slots__ = ("_context", "key_path", "query")
+    __slots__ = ("key_path", "query")
 
     def __init__(
         self, query: tuple[str, ...], key: tuple[str, ...], context: ExpansionContext
     ) -> None:
-        self.query, self.key_path, self._context = query, key, context
+        super().__init__(context)
+        self.query, self.key_path = query, key
 
     @property
     def key(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -114,46 +122,12 @@ class QKTerm:
         return _scores(algebra, q, k)
 
     def symbolic_form(self, *, expand: bool = False) -> Kron:
-        r"""The term as ``Kron(query patterns, key patterns, weights)``; see :mod:`circuits.symbolic`."""
+        r""":math:`P_q \otimes P_k \otimes \alpha^{-1} W_q^T W_{QK} W_k` as ``Kron(query patterns, key patterns, weights)``."""
         return self._context.symbols.qk_term(self.query, self.key_path, expand=expand)
-
-    @property
-    def symbolic(self) -> Kron:
-        r""":math:`P_q \otimes P_k \otimes \alpha^{-1} W_q^T W_{QK} W_k` as a :class:`~circuits.symbolic.Kron`."""
-        return self.symbolic_form()
-
-    @property
-    def weights(self) -> sp.MatrixExpr:
-        r"""The weight product, e.g. :math:`\alpha^{-1} W_E^T W_{QK}^{1.0} W_{OV}^{0.0} W_E`."""
-        return self.symbolic.factors[2]
-
-    def weight_value(self, values: Mapping[str, Any] | None = None, *, expand: bool = False) -> Any:
-        """The weight product evaluated from the model's weights, or from ``values`` if given.
-
-        With sympy matrices as values (a hand-built model with symbolic scales) the result is an
-        exact sympy matrix, e.g. to show that an unintended term vanishes identically.
-        """
-        form = self.symbolic_form(expand=expand).factors[2]
-        return substitute(form, self._context.values if values is None else values)
-
-    def latex(self, *, expand: bool = False) -> str:
-        r"""The term in LaTeX: ``\mathrm{Id} \otimes A^{0.0} \otimes \left(\frac{1}{\alpha} W_{E}^{T} …\right)``."""
-        return self.symbolic_form(expand=expand).latex()
-
-    def _repr_latex_(self) -> str:
-        return f"${self.latex()}$"
 
     def __repr__(self) -> str:
         query, key = " → ".join(self.query[:-1]), " → ".join(self.key_path[:-1])
         return f"QKTerm({self.head}: query {query} | key {key}; {self.kind})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, QKTerm):
-            return NotImplemented
-        return self.key == other.key and self._context.model is other._context.model
-
-    def __hash__(self) -> int:
-        return hash((self.key, id(self._context.model)))
 
 
 def _side_values(
