@@ -59,7 +59,7 @@ and heads they must visit; :func:`count_paths` counts them without listing them 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
@@ -180,58 +180,77 @@ def computation_graph(model: AttnOnlyTransformer, *, biases: BiasPolicy = "nonze
     def keep(value: np.ndarray[Any, Any]) -> bool:
         return biases == "all" or (biases == "nonzero" and bool(np.any(value != 0)))
 
-    def add_source(name: str, part: str, weight: str, value: Any, layer: int, **extra: Any) -> None:
-        label = name if part == "bias" else f"{name} ({weight})"
-        graph.add_node(name, role="source", part=part, weight=weight, value=value, layer=layer)
-        graph.nodes[name].update(label=label, latex=_source_latex(weight, extra.get("owner")))
-        graph.nodes[name].update(extra)
-
-    add_source(EMBED, "token", "W_E", model.W_E, -1)
+    _add_source(graph, EMBED, "W_E", model.W_E, -1)
     if model.W_P is not None:
-        add_source(POS_EMBED, "position", "W_P", model.W_P, -1)
+        _add_source(graph, POS_EMBED, "W_P", model.W_P, -1)
     writers = [EMBED, POS_EMBED] if cfg.positional_embedding_type == "standard" else [EMBED]
     for layer in range(cfg.n_layers):
-        layer_heads = [head_name(layer, head) for head in range(cfg.n_heads)]
-        for head, name in enumerate(layer_heads):
-            graph.add_node(
-                name,
-                role="head",
-                layer=layer,
-                head=head,
-                W_QK=model.W_QK(layer, head),
-                W_OV=model.W_OV(layer, head),
-                label=f"head {name}",
-                latex=f"h^{{{name}}}",
-            )
-            for writer in writers:
-                graph.add_edge(writer, name, inputs=("Q", "K", "V"))
-            if cfg.positional_embedding_type == "shortformer":
-                graph.add_edge(POS_EMBED, name, inputs=("Q", "K"))
-        for head, name in enumerate(layer_heads):
-            for weight, inputs in (("b_Q", ("Q",)), ("b_K", ("K",))):
-                value = getattr(model, weight)[layer, head]
-                if keep(value):
-                    node = bias_node(weight, layer, head)
-                    add_source(node, "bias", weight, value, layer, owner=name)
-                    graph.add_edge(node, name, inputs=inputs)
-        writers += layer_heads
-        for head, name in enumerate(layer_heads):
-            if keep(model.b_V[layer, head]):
-                node = bias_node("b_V", layer, head)
-                add_source(node, "bias", "b_V", model.b_V[layer, head], layer, owner=name)
-                writers.append(node)
-        if keep(model.b_O[layer]):
-            add_source(bias_node("b_O", layer), "bias", "b_O", model.b_O[layer], layer)
-            writers.append(bias_node("b_O", layer))
+        writers += _add_layer(graph, model, layer, writers, keep)
     graph.add_node(
         UNEMBED, role="sink", layer=cfg.n_layers, W_U=model.W_U, label="unembed (W_U)", latex="W_U"
     )
     for writer in writers:
         graph.add_edge(writer, UNEMBED, inputs=("U",))
     if keep(model.b_U):
-        add_source("b_U", "bias", "b_U", model.b_U, cfg.n_layers)
+        _add_source(graph, "b_U", "b_U", model.b_U, cfg.n_layers)
         graph.add_edge("b_U", UNEMBED, inputs=("U",))
     return graph
+
+
+_PARTS = {"W_E": "token", "W_P": "position"}
+
+
+def _add_source(
+    graph: nx.DiGraph, name: str, weight: str, value: Any, layer: int, owner: str | None = None
+) -> None:
+    part = _PARTS.get(weight, "bias")
+    label = name if part == "bias" else f"{name} ({weight})"
+    graph.add_node(name, role="source", part=part, weight=weight, value=value, layer=layer)
+    graph.nodes[name].update(label=label, latex=_source_latex(weight, owner))
+    if owner is not None:
+        graph.nodes[name]["owner"] = owner
+
+
+def _add_layer(
+    graph: nx.DiGraph,
+    model: AttnOnlyTransformer,
+    layer: int,
+    writers: list[str],
+    keep: Callable[[np.ndarray[Any, Any]], bool],
+) -> list[str]:
+    """Add the heads of ``layer`` and their biases, fed by ``writers``; return the new writers."""
+    heads = [head_name(layer, head) for head in range(model.cfg.n_heads)]
+    written = list(heads)
+    for head, name in enumerate(heads):
+        graph.add_node(
+            name,
+            role="head",
+            layer=layer,
+            head=head,
+            W_QK=model.W_QK(layer, head),
+            W_OV=model.W_OV(layer, head),
+            label=f"head {name}",
+            latex=f"h^{{{name}}}",
+        )
+        for writer in writers:
+            graph.add_edge(writer, name, inputs=("Q", "K", "V"))
+        if model.cfg.positional_embedding_type == "shortformer":
+            graph.add_edge(POS_EMBED, name, inputs=("Q", "K"))
+        for weight, inputs in (("b_Q", ("Q",)), ("b_K", ("K",))):
+            if keep(getattr(model, weight)[layer, head]):
+                node = bias_node(weight, layer, head)
+                _add_source(graph, node, weight, getattr(model, weight)[layer, head], layer, name)
+                graph.add_edge(node, name, inputs=inputs)
+    for head, name in enumerate(heads):
+        if keep(model.b_V[layer, head]):
+            _add_source(
+                graph, bias_node("b_V", layer, head), "b_V", model.b_V[layer, head], layer, name
+            )
+            written.append(bias_node("b_V", layer, head))
+    if keep(model.b_O[layer]):
+        _add_source(graph, bias_node("b_O", layer), "b_O", model.b_O[layer], layer)
+        written.append(bias_node("b_O", layer))
+    return written
 
 
 def _source_latex(weight: str, owner: str | None) -> str:
