@@ -64,6 +64,7 @@ from .symbolic import Kron, ModelSymbols, pattern_values, substitute, weight_val
 
 __all__ = [
     "Contributions",
+    "Expansion",
     "PathContributions",
     "PathExpansion",
     "PathTerm",
@@ -267,7 +268,7 @@ def _target_values(
         yield where[position], readout(stream)
 
 
-TermT = TypeVar("TermT", bound="PathTerm | Any")
+TermT = TypeVar("TermT", bound=Term)
 
 
 @dataclass(frozen=True)
@@ -366,18 +367,18 @@ class _Filter:
         )
 
 
-def _meet(current: frozenset[Any] | None, new: frozenset[Any] | None) -> frozenset[Any] | None:
+def meet(current: frozenset[Any] | None, new: frozenset[Any] | None) -> frozenset[Any] | None:
+    """Both conditions at once: the intersection of two allowed sets, ``None`` meaning "any"."""
     if new is None:
         return current
     return new if current is None else current & new
 
 
-class PathExpansion:
-    """The terms of the logits, one per path; lazy and filterable (see the module docstring)."""
+class Expansion(Generic[TermT]):
+    """What the path and QK expansions share: their model, its graph, lazy iteration of terms."""
 
-    def __init__(self, context: ExpansionContext, filters: _Filter | None = None) -> None:
+    def __init__(self, context: ExpansionContext) -> None:
         self._context = context
-        self._filters = filters or _Filter()
 
     @property
     def model(self) -> AttnOnlyTransformer:
@@ -388,6 +389,21 @@ class PathExpansion:
     def graph(self) -> nx.DiGraph:
         """Its computation graph."""
         return self._context.graph
+
+    def __iter__(self) -> Iterator[TermT]:
+        raise NotImplementedError
+
+    def terms(self) -> list[TermT]:
+        """Every term, as a list."""
+        return list(self)
+
+
+class PathExpansion(Expansion[PathTerm]):
+    """The terms of the logits, one per path; lazy and filterable (see the module docstring)."""
+
+    def __init__(self, context: ExpansionContext, filters: _Filter | None = None) -> None:
+        super().__init__(context)
+        self._filters = filters or _Filter()
 
     # ------------------------------------------------------------------ listing
     def _listing(self) -> dict[str, Any]:
@@ -410,10 +426,6 @@ class PathExpansion:
         if self._filters.kinds is None and not self._filters.predicates:
             return count_paths(self.graph, **self._listing())
         return sum(1 for _ in self.paths())
-
-    def terms(self) -> list[PathTerm]:
-        """Every term, as a list."""
-        return list(self)
 
     def term(self, *nodes: str) -> PathTerm:
         """The term of the path ``nodes`` (the final ``"unembed"`` may be left out).
@@ -454,10 +466,10 @@ class PathExpansion:
         sources = None if source is None else frozenset(source_nodes(self.graph, source))
         filters = replace(
             f,
-            sources=_meet(f.sources, sources),
-            orders=_meet(f.orders, order_set(order)),
+            sources=meet(f.sources, sources),
+            orders=meet(f.orders, order_set(order)),
             through=f.through | head_set(self.graph, through),
-            kinds=_meet(f.kinds, as_set(kind, "kind", KINDS)),
+            kinds=meet(f.kinds, as_set(kind, "kind", KINDS)),
             predicates=f.predicates + ((where,) if where is not None else ()),
         )
         return PathExpansion(self._context, filters)

@@ -53,10 +53,12 @@ from .graph import (
 from .model import ActivationCache, AttnOnlyTransformer
 from .paths import (
     Contributions,
+    Expansion,
     ExpansionContext,
     Term,
     as_set,
     head_sums,
+    meet,
     placeholders,
     summed_heads,
 )
@@ -183,8 +185,8 @@ class _Side:
         """Both sides' conditions at once."""
         sources = None if source is None else frozenset(source_nodes(graph, source))
         return _Side(
-            _meet(self.sources, sources),
-            _meet(self.orders, order_set(order)),
+            meet(self.sources, sources),
+            meet(self.orders, order_set(order)),
             self.through | head_set(graph, through),
         )
 
@@ -196,12 +198,6 @@ class _Side:
             "order": orders if self.orders is None else orders & self.orders,
             "through": self.through or None,
         }
-
-
-def _meet(current: frozenset[Any] | None, new: frozenset[Any] | None) -> frozenset[Any] | None:
-    if new is None:
-        return current
-    return new if current is None else current & new
 
 
 @dataclass(frozen=True)
@@ -227,29 +223,20 @@ class QKContributions(Contributions[QKTerm]):
         return np.broadcast_to(causal, (batch, n_q, n_k))
 
 
-class QKExpansion:
+class QKExpansion(Expansion[QKTerm]):
     """The terms of one head's attention scores; lazy and filterable (see the module docstring)."""
 
     def __init__(
         self, context: ExpansionContext, layer: int, head: int, filters: _QKFilter | None = None
     ) -> None:
-        self._context, self.layer, self.head = context, layer, head
+        super().__init__(context)
+        self.layer, self.head = layer, head
         self._filters = filters or _QKFilter()
 
     @property
     def name(self) -> str:
         """The head ``"l.h"``."""
         return head_name(self.layer, self.head)
-
-    @property
-    def model(self) -> AttnOnlyTransformer:
-        """The model expanded."""
-        return self._context.model
-
-    @property
-    def graph(self) -> nx.DiGraph:
-        """Its computation graph."""
-        return self._context.graph
 
     # ------------------------------------------------------------------ listing
     def _sides(self, which: str, composed: bool) -> Iterator[tuple[str, ...]]:
@@ -292,10 +279,6 @@ class QKExpansion:
             for (composed_q, composed_k), kind in _KIND_OF.items()
             if kind in self._filters.kinds
         )
-
-    def terms(self) -> list[QKTerm]:
-        """Every term, as a list."""
-        return list(self)
 
     def term(self, query: Sequence[str], key: Sequence[str]) -> QKTerm:
         """The term of a query path and a key path (the head itself may be left off their ends).
