@@ -38,7 +38,7 @@ from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import networkx as nx
 import numpy as np
@@ -268,20 +268,29 @@ def _target_values(
         yield where[position], readout(stream)
 
 
+class Keyed(Protocol):
+    """Anything with a hashable ``key`` that identifies it (terms, components of a model)."""
+
+    @property
+    def key(self) -> Hashable:
+        """What identifies the item."""
+
+
+KeyedT = TypeVar("KeyedT", bound=Keyed)
 TermT = TypeVar("TermT", bound=Term)
 
 
 @dataclass(frozen=True)
-class Contributions(Generic[TermT]):
+class Contributions(Generic[KeyedT]):
     """Terms with their numeric contributions: ``values[i]`` (``[batch, …]``) belongs to ``terms[i]``."""
 
-    terms: tuple[TermT, ...]
+    terms: tuple[KeyedT, ...]
     values: FloatArray
 
     def __len__(self) -> int:
         return len(self.terms)
 
-    def __iter__(self) -> Iterator[tuple[TermT, FloatArray]]:
+    def __iter__(self) -> Iterator[tuple[KeyedT, FloatArray]]:
         return zip(self.terms, self.values, strict=True)
 
     @cached_property
@@ -306,7 +315,7 @@ class Contributions(Generic[TermT]):
         total: FloatArray = self.values.sum(axis=0)
         return total
 
-    def group(self, key: Callable[[TermT], Hashable]) -> dict[Hashable, FloatArray]:
+    def group(self, key: Callable[[KeyedT], Hashable]) -> dict[Hashable, FloatArray]:
         """Sums of the contributions per value of ``key(term)`` (e.g. ``lambda t: t.kind``)."""
         sums: dict[Hashable, FloatArray] = {}
         for term, value in self:
@@ -318,7 +327,7 @@ class Contributions(Generic[TermT]):
         """The entries :meth:`ranked` averages over by default: all of them."""
         return np.ones(self.values.shape[1:], dtype=bool)
 
-    def ranked(self, mask: Any = None) -> list[tuple[TermT, float]]:
+    def ranked(self, mask: Any = None) -> list[tuple[KeyedT, float]]:
         """Terms with their mean contribution over the entries ``mask`` keeps, largest |mean| first."""
         keep = self.default_mask() if mask is None else np.asarray(mask)
         if keep.shape != self.values.shape[1:] or keep.dtype != bool:
