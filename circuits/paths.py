@@ -15,7 +15,7 @@ logits. A model of ``L`` layers of ``H`` heads has :math:`(1+H)^L` paths from ea
 and (standard) ``pos_embed``. The terms sum to ``model.forward(tokens)`` exactly (to rounding).
 
 A :class:`PathTerm` has ``path`` (node names), ``source``, ``heads``, ``order`` (number of heads),
-``kind`` — ``"direct"`` (order 0), ``"head"`` (order 1), ``"virtual"`` (order ≥ 2, the
+``kind`` — ``"direct"`` (order 0), ``"head"`` (order 1), ``"virtual"`` (order ≥ 2: V-composition, the
 Framework's virtual heads) or ``"bias"`` (from a bias source, any order) — and ``part`` of its
 source (``"token"``, ``"position"``, ``"bias"``). ``term.evaluate(cache)`` gives its contribution
 ``[batch, pos, d_vocab]`` to the logits with the cache's patterns; ``term.evaluate(cache,
