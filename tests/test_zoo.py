@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -99,3 +101,37 @@ def test_unknown_names_raise_zoo_error(bad: object) -> None:
         assert isinstance(caught.value, circuits.CircuitsError)
         assert isinstance(caught.value, LookupError)
         assert repr(bad) in str(caught.value)
+
+
+def test_training_script_is_the_library_model_and_reproducible(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A few steps of ``examples/train_induction.py`` (only where torch is installed): the torch
+    forward pass equals ``AttnOnlyTransformer.forward`` on the exported weights, two runs give
+    identical weights, and the export loads back with its roles and training record."""
+    torch = pytest.importorskip("torch")
+    script = Path(__file__).parent.parent / "examples" / "train_induction.py"
+    spec = importlib.util.spec_from_file_location("train_induction", script)
+    assert spec is not None and spec.loader is not None
+    train_induction = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "train_induction", train_induction)  # for its dataclasses
+    spec.loader.exec_module(train_induction)
+    torch.set_num_threads(1)
+    cfg = train_induction.TrainingConfig(
+        steps=6, batch_size=4, warmup_steps=2, n_heads=2, d_model=16, d_head=4, d_vocab=12,
+        n_ctx=16, min_copy=2, max_copy=5,
+    )  # fmt: skip
+    runs = [train_induction.train(cfg, progress=False) for _ in range(2)]
+    weights = [run[0].export().parameters() for run in runs]
+    for name in weights[0]:
+        np.testing.assert_array_equal(weights[0][name], weights[1][name])
+    model, summary = runs[0]
+    tokens, _ = train_induction.make_batch(np.random.default_rng(5), cfg)
+    with torch.no_grad():
+        reference = model(torch.from_numpy(tokens)).numpy()
+    np.testing.assert_allclose(model.export().forward(tokens), reference, rtol=0, atol=1e-5)
+    roles = train_induction.export(model, cfg, summary, tmp_path, 0.3)
+    saved = circuits.load(tmp_path / f"{NAME}.safetensors")
+    assert saved.metadata["head_roles"] == roles
+    assert saved.bos_token == 0
+    assert summary["export_max_abs_logit_error"] < 1e-5
