@@ -20,8 +20,8 @@ in layer 0 and induction heads in layer 1. ``examples/train_induction.py`` repro
 from __future__ import annotations
 
 import json
+import sys
 from importlib import resources
-from importlib.abc import Traversable
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,11 @@ import numpy as np
 from ..errors import ZooError
 from ..io import load as load_file
 from ..model import AttnOnlyTransformer
+
+if sys.version_info >= (3, 11):
+    from importlib.resources.abc import Traversable
+else:  # pragma: no cover
+    from importlib.abc import Traversable
 
 __all__ = ["info", "load", "names"]
 
