@@ -11,7 +11,8 @@ unembedding (``batch · pos · d_model · d_vocab``) and the path contributions 
 Further rows: every term of the expansion (token, positional), the same contributions computed
 term by term without sharing prefixes, the full logits rebuilt from the terms, one head's QK
 expansion, and listing the 13⁴ paths of a 4-layer, 12-head model. Timings are the best of a few
-calls; every result is also checked against the forward pass.
+calls, each call alternating with a forward pass so that a shared machine's changing load
+weighs on both alike; every result is also checked against the forward pass.
 """
 
 from __future__ import annotations
@@ -39,8 +40,24 @@ def best_of(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     return min(times), result
 
 
-def row(label: str, seconds: float, baseline: float, note: str = "") -> None:
-    print(f"  {label:<58} {seconds * 1e3:9.1f} ms  {seconds / baseline:7.2f}×  {note}")
+class Timer:
+    """Times a function against the baseline, calling them alternately so that both see the
+    same machine load; each is the best of ``repeat`` calls."""
+
+    def __init__(self, baseline: Callable[[], Any], repeat: int) -> None:
+        self.baseline, self.repeat = baseline, repeat
+
+    def row(self, label: str, fn: Callable[[], str | None], repeat: int | None = None) -> float:
+        """Print ``label``, the time of ``fn``, its ratio to the baseline and the note ``fn``
+        returns (a check of its result); return the ratio."""
+        base, own, note = [], [], None
+        for _ in range(repeat or self.repeat):
+            base.append(best_of(self.baseline, 1)[0])
+            seconds, note = best_of(fn, 1)
+            own.append(seconds)
+        ratio = min(own) / min(base)
+        print(f"  {label:<58} {min(own) * 1e3:9.1f} ms  {ratio:7.2f}×  {note or ''}")
+        return ratio
 
 
 def bench_vocab(sizes: dict[str, int], vocab: int, batch: int, repeat: int, dtype: Any) -> float:
@@ -55,36 +72,43 @@ def bench_vocab(sizes: dict[str, int], vocab: int, batch: int, repeat: int, dtyp
     at_targets = np.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     expansion = path_expansion(model)
     tokens_only = expansion.filter(source="embed")
-    H = sizes["n_heads"]
+    qk = qk_expansion(model, sizes["n_layers"] - 1, 0)
+    k_terms = qk.filter(kind="K")
+    timer = Timer(lambda: model.forward(inputs), repeat)
+
+    def check(values: Any, expected: Any, what: str = "error") -> str:
+        return f"{what} {np.abs(values - expected).max():.1e}"
 
     print(f"\nd_vocab {vocab}: one forward pass on {batch} × {sizes['n_ctx']} tokens "
           f"{forward * 1e3:.1f} ms (the baseline, 1×)")  # fmt: skip
-    cached, _ = best_of(lambda: model.run_with_cache(inputs), repeat)
-    row("forward pass keeping the cache (patterns)", cached, forward)
-    shared, result = best_of(lambda: tokens_only.contributions(cache, targets), repeat)
-    assert len(result) == (1 + H) ** sizes["n_layers"]
-    row(f"{len(result)} token-path target contributions (shared prefixes)", shared, forward,
-        "← goal ≤ 10×")  # fmt: skip
-    every, result = best_of(lambda: expansion.contributions(cache, targets), repeat)
-    error = np.abs(result.total() - at_targets).max()
-    row(f"all {len(result)} terms' target contributions", every, forward, f"Σ error {error:.1e}")
-    separate, _ = best_of(lambda: [t.evaluate(cache, targets) for t in tokens_only], 1)
-    row(f"{len(tokens_only)} token paths one at a time (no sharing)", separate, forward)
-    rebuilt, total = best_of(lambda: expansion.evaluate(cache), 1)
-    row("full logits rebuilt from every term", rebuilt, forward,
-        f"error {np.abs(total - logits).max():.1e}")  # fmt: skip
-    qk = qk_expansion(model, sizes["n_layers"] - 1, 0)
-    qk_time, qk_result = best_of(lambda: qk.filter(kind="K").contributions(cache), 1)
-    row(f"QK head {qk.name}: {len(qk_result)} K-composition score terms", qk_time, forward)
-    qk_sum, scores = best_of(lambda: qk.evaluate(cache), 1)
-    error = np.abs(scores - cache.scores(qk.layer, qk.head)).max()
-    row(
-        f"QK head {qk.name}: sum of all {len(qk)} score terms",
-        qk_sum,
-        forward,
-        f"error {error:.1e}",
+    timer.row(
+        "forward pass keeping the cache (patterns)", lambda: model.run_with_cache(inputs) and None
     )
-    return shared / forward
+    headline = timer.row(
+        f"{len(tokens_only)} token-path target contributions (shared prefixes)",
+        lambda: tokens_only.contributions(cache, targets) and "← goal ≤ 10×",
+    )
+    timer.row(
+        f"all {len(expansion)} terms' target contributions",
+        lambda: check(expansion.contributions(cache, targets).total(), at_targets, "Σ error"),
+    )
+    timer.row(
+        f"{len(tokens_only)} token paths one at a time (no sharing)",
+        lambda: [t.evaluate(cache, targets) for t in tokens_only] and None,
+        1,
+    )
+    timer.row(
+        "full logits rebuilt from every term", lambda: check(expansion.evaluate(cache), logits), 1
+    )
+    timer.row(
+        f"QK head {qk.name}: {len(k_terms)} K-composition score terms",
+        lambda: k_terms.contributions(cache) and None,
+    )
+    timer.row(
+        f"QK head {qk.name}: sum of all {len(qk)} score terms",
+        lambda: check(qk.evaluate(cache), cache.scores(qk.layer, qk.head)),
+    )
+    return headline
 
 
 def bench_listing(sizes: dict[str, int]) -> None:
