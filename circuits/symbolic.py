@@ -65,7 +65,7 @@ from sympy.printing.latex import LatexPrinter
 
 from ._arrays import as_real_array
 from .config import TransformerConfig, head_name
-from .errors import ShapeError, WeightError
+from .errors import PathError, ShapeError, WeightError
 from .factored import FactoredMatrix
 from .graph import UNEMBED, parse_node
 from .model import ActivationCache
@@ -259,7 +259,7 @@ class ModelSymbols:
         """
         info = parse_node(node)
         if info.role != "source" or info.weight is None:
-            raise WeightError(f"{node!r} is not a source node")
+            raise PathError(f"{node!r} is not a source node")
         owner = _label(info.owner, labels)
         if info.weight in ("W_E", "W_P"):
             return Kron((sp.Identity(SEQ_LEN), self.weight(info.weight)))
@@ -292,7 +292,7 @@ class ModelSymbols:
         the unembedding bias path ``("b_U", "unembed")`` is :math:`\mathbb{1} \otimes b_U`.
         """
         if path[-1] != UNEMBED:
-            raise WeightError(f"a path of the logits ends at {UNEMBED!r}, got {tuple(path)}")
+            raise PathError(f"a path of the logits ends at {UNEMBED!r}, got {tuple(path)}")
         stream = self.stream(path[:-1], labels, expand=expand)
         return stream if path[0] == "b_U" else self.unembed_map() @ stream
 
@@ -314,7 +314,7 @@ class ModelSymbols:
         ``labels``) those of the key path, so that the two paths can range over heads separately.
         """
         if query[-1] != key[-1]:
-            raise WeightError(f"query and key paths end at different heads: {query}, {key}")
+            raise PathError(f"query and key paths end at different heads: {query}, {key}")
         owner = _relabel(query[-1], labels)
         q, k = (
             self.stream(query[:-1], labels, expand=expand),

@@ -11,7 +11,7 @@ import sympy as sp
 from hypothesis import given
 from hypothesis import strategies as st
 
-from circuits import AttnOnlyTransformer, FactoredMatrix, ShapeError, WeightError
+from circuits import AttnOnlyTransformer, FactoredMatrix, PathError, ShapeError, WeightError
 from circuits.symbolic import (
     ALPHA,
     SEQ_LEN,
@@ -252,3 +252,13 @@ def test_pattern_values_of_a_cache() -> None:
     np.testing.assert_array_equal(values["A^{1.0}"], cache.pattern(1, 0)[1])
     with pytest.raises(ShapeError, match="batch"):
         pattern_values(cache, 2)
+
+
+def test_terms_of_paths_that_are_not_terms() -> None:
+    symbols = ModelSymbols(d_model=5, d_head=2, d_vocab=7, n_ctx=3)
+    with pytest.raises(PathError, match="ends at 'unembed'"):
+        symbols.ov_term(("embed", "0.0"))
+    with pytest.raises(PathError, match="different heads"):
+        symbols.qk_term(("embed", "1.0"), ("embed", "1.1"))
+    with pytest.raises(PathError, match="not a source"):
+        symbols.source_map("0.0")
