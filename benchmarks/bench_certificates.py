@@ -16,26 +16,14 @@
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import sympy as sp
+from bench_foundation import best_of  # the sibling script: timing helper
 
 from circuits import LayoutError, induction_model
 from circuits.verify import SYMBOLS, certify_induction, exact_worst_case, target_probabilities
 from circuits.verify.certificate import _derivation
-
-
-def best_of(fn: Callable[[], Any], repeat: int) -> float:
-    """The smallest wall time of ``repeat`` calls (seconds)."""
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def speed(repeat: int, exact_ctx: int) -> None:

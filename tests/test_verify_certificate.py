@@ -170,6 +170,10 @@ def test_bad_requests_are_refused() -> None:
         certify_induction(vocab_size=5, n_ctx=6, coherence=1.5)
     with pytest.raises(VerificationError, match="one-hot"):
         exact_worst_case(compressed("K"))
+    with pytest.raises(VerificationError, match="would not hold"):
+        certify_induction(compressed("K"), coherence=0.0)
+    weaker = certify_induction(model, coherence=0.2)
+    assert weaker.bound < certify_induction(model).bound
     with pytest.raises(VerificationError, match="too many"):
         exact_worst_case(vocab_size=5, n_ctx=10**6)
 

@@ -115,12 +115,6 @@ class Term:
     scale: Scalar
     action: str
 
-    def block_matrix(self, shape: tuple[int, int]) -> FloatArray:
-        """The unscaled ``M`` as a dense ``[dim(row), dim(col)]`` array."""
-        out = np.zeros(shape)
-        out[self.rows, self.cols] = self.values
-        return out
-
 
 _T = TypeVar("_T", bound="_BlockSum")
 

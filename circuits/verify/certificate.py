@@ -105,7 +105,7 @@ class Certificate:
         head = [
             f"Certificate ({self.mechanism}-composition induction circuit)",
             f"  family: {self.family}",
-            "  parameters: " + ", ".join(f"{k} = {v:g}" for k, v in self.values.items()),
+            "  parameters: " + ", ".join(f"{k} = {_number(v)}" for k, v in self.values.items()),
         ]
         body = [str(step) for step in self.steps]
         tail = f"P(correct next token) ≥ {self.bound:.12g}   (P(wrong) ≤ {self.error_bound:.6g})"
@@ -116,6 +116,11 @@ class Certificate:
         from ..render import certificate_latex  # the display layer sits above verification
 
         return certificate_latex(self)
+
+
+def _number(value: float) -> str:
+    """``1000000`` rather than ``1e+06`` for integral parameters."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e16 else f"{value:g}"
 
 
 # ---------------------------------------------------------------------- the derivation, symbolically
@@ -227,7 +232,8 @@ def certify_induction(
     r"""A proved lower bound on P(correct next token) over all sequences of the family (module doc).
 
     Give a model from :func:`~circuits.induction_model` — its weights are checked against the
-    construction its metadata records, and μ is its token code's coherence — or the parameters
+    construction its metadata records, and μ is its token code's coherence (a larger ``coherence``
+    may be given, which only weakens the bound; a smaller one is refused) — or the parameters
     (``vocab_size``, ``n_ctx``, ``mechanism``, scales, and ``coherence`` μ for compressed codes;
     unspecified scales take the defaults of ``induction_model``).
     """
@@ -245,6 +251,11 @@ def certify_induction(
     mu = params.coherence if coherence is None else float(coherence)
     if not 0.0 <= mu <= 1.0:
         raise VerificationError(f"coherence μ must lie in [0, 1], got {coherence!r}")
+    if model is not None and mu < params.coherence:
+        raise VerificationError(
+            f"the model's token code has coherence {params.coherence:.6g}; a certificate with the "
+            f"smaller μ = {mu:.6g} would not hold for it"
+        )
     values = {
         "vocab_size": float(params.vocab_size),
         "n_ctx": float(params.n_ctx),

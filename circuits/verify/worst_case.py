@@ -200,7 +200,10 @@ def pair_probabilities(
     Takes a model from :func:`~circuits.induction_model` or its parameters (as
     :func:`exact_worst_case`); one-hot codes only.
     """
-    params = _exact_parameters(model, parameters)
+    return _pairs(_exact_parameters(model, parameters))
+
+
+def _pairs(params: InductionParameters) -> PairProbabilities:
     n = params.n_ctx
     i_all, p_all = np.nonzero(np.tril(np.ones((n, n), dtype=bool), k=-1))  # p < i
     keep = p_all >= 1
@@ -283,7 +286,7 @@ def exact_worst_case(
             "bos_token": bos_token,
         },
     )
-    pairs = pair_probabilities(**_as_kwargs(params))
+    pairs = _pairs(params)
     k = int(np.argmax(pairs.error))
     i, p = int(pairs.query[k]), int(pairs.earlier[k])
     tokens = representative(params, i, p)
@@ -297,15 +300,3 @@ def exact_worst_case(
         n_pairs=int(pairs.query.size),
         mechanism=params.mechanism,
     )
-
-
-def _as_kwargs(params: InductionParameters) -> dict[str, Any]:
-    return {
-        "vocab_size": params.vocab_size,
-        "n_ctx": params.n_ctx,
-        "mechanism": params.mechanism,
-        "beta0": params.beta0,
-        "beta1": params.beta1,
-        "gamma": params.gamma,
-        "bos_token": params.bos_token,
-    }
