@@ -121,8 +121,8 @@ def main() -> None:
     args = parser.parse_args()
     speed(repeat=20 if args.quick else 200, exact_ctx=256 if args.quick else 1024)
     strength()
-    dims = [16, 64] if args.quick else [8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256]
-    compressed(dims, n_ctx=32 if args.quick else 64, size=64 if args.quick else 256)
+    dims = [64] if args.quick else [8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256]
+    compressed(dims, n_ctx=32 if args.quick else 64, size=32 if args.quick else 256)
 
 
 if __name__ == "__main__":
