@@ -109,7 +109,9 @@ def test_right_at_vocabulary_1000_and_context_512(mechanism: Mechanism) -> None:
     assert np.array_equal(logits.argmax(axis=-1), targets)
     log_p = logits - logits.max(axis=-1, keepdims=True)
     p = np.exp(log_p[np.arange(3), targets]) / np.exp(log_p).sum(axis=-1)
-    assert np.all(p >= certify_induction(**sizes).bound * (1 - 1e-12))
+    certified = certify_induction(**sizes).bound
+    assert certified > 0.5  # so the argmax is right on every sequence of the family, proved
+    assert np.all(p >= certified * (1 - 1e-12))
 
 
 # ---------------------------------------------------------------------- without BOS
