@@ -375,7 +375,9 @@ class AttnOnlyTransformer:
                 scores_all.append(scores)
                 patterns_all.append(pattern)
                 z_all.append(z)
-        logits: FloatArray = x @ self.W_U.T + self.b_U
+        # [B, n, V]: the largest array, so the bias is added in place
+        logits: FloatArray = x @ self.W_U.T
+        logits += self.b_U
         if not keep:
             return logits, None
         cache = ActivationCache(
