@@ -6,14 +6,17 @@ import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Union, get_args
 
 from ._checks import is_int, is_positive_finite, is_real
 from .errors import ConfigError, HeadError
 
-__all__ = ["PositionalEmbeddingType", "TransformerConfig", "head_name", "parse_head"]
+__all__ = ["HeadRef", "PositionalEmbeddingType", "TransformerConfig", "head_name", "parse_head"]
 
 PositionalEmbeddingType = Literal["standard", "shortformer", "none"]
+
+#: A head, as a name ``"l.h"`` or as a pair ``(layer, head)``.
+HeadRef = Union[str, "tuple[int, int]"]
 POSITIONAL_EMBEDDING_TYPES: tuple[str, ...] = get_args(PositionalEmbeddingType)
 
 _HEAD_NAME = re.compile(r"^\s*(\d+)\s*\.\s*(\d+)\s*$")
@@ -89,21 +92,23 @@ class TransformerConfig:
         """Every head's name ``"l.h"``, layer by layer."""
         return [head_name(layer, head) for layer, head in self.heads()]
 
-    def resolve_head(self, layer: int | str, head: int | None = None) -> tuple[int, int]:
-        """``(layer, head)`` from either two indices or a name ``"l.h"``, checked against the model."""
-        if isinstance(layer, str):
-            if head is not None:
-                raise HeadError(
-                    f"give a head as 'l.h' or as (layer, head), not both: {layer!r}, {head}"
-                )
-            layer, head = parse_head(layer)
-        if head is None:
-            raise HeadError(f"head index missing for layer {layer!r}")
-        if not (is_int(layer) and 0 <= layer < self.n_layers):
-            raise HeadError(f"layer {layer!r} out of range: the model has {self.n_layers} layers")
-        if not (is_int(head) and 0 <= head < self.n_heads):
-            raise HeadError(f"head {head!r} out of range: layers have {self.n_heads} heads")
-        return int(layer), int(head)
+    def resolve_head(self, layer: int | HeadRef, head: int | None = None) -> tuple[int, int]:
+        """``(layer, head)`` from two indices, a pair or a name ``"l.h"``, checked against the model."""
+        if isinstance(layer, str) and head is not None:
+            raise HeadError(
+                f"give a head as 'l.h' or as (layer, head), not both: {layer!r}, {head}"
+            )
+        ref: object = parse_head(layer) if isinstance(layer, str) else layer
+        if head is not None:
+            ref = (layer, head)
+        if not (isinstance(ref, tuple) and len(ref) == 2):
+            raise HeadError(f"a head is a name 'l.h' or a pair (layer, head), got {layer!r}")
+        index_l, index_h = ref
+        if not (is_int(index_l) and 0 <= index_l < self.n_layers):
+            raise HeadError(f"layer {index_l!r} out of range: the model has {self.n_layers} layers")
+        if not (is_int(index_h) and 0 <= index_h < self.n_heads):
+            raise HeadError(f"head {index_h!r} out of range: layers have {self.n_heads} heads")
+        return int(index_l), int(index_h)
 
 
 _REQUIRED = {"n_layers", "n_heads", "d_model", "d_head", "d_vocab", "n_ctx"}

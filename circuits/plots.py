@@ -23,7 +23,7 @@ import numpy as np
 
 from ._arrays import FloatArray, as_real_array
 from .analysis import ov_circuit, positional_qk_circuit, token_qk_circuit
-from .analysis._heads import HeadRef, resolve
+from .config import HeadRef
 from .errors import MissingDependencyError, RenderError
 from .factored import FactoredMatrix
 from .model import ActivationCache, AttnOnlyTransformer
@@ -104,7 +104,7 @@ def attention_plot(
     ``labels`` name the positions (default: the token ids); entries above the diagonal, which
     the causal mask sets to zero, are left blank.
     """
-    layer, index = resolve(cache.model, head)
+    layer, index = cache.model.cfg.resolve_head(head)
     if not 0 <= batch < cache.tokens.shape[0]:
         raise RenderError(f"batch {batch} out of range: the cache holds {cache.tokens.shape[0]}")
     pattern = cache.pattern(layer, index)[batch].copy()
@@ -188,7 +188,7 @@ def qk_circuit_plot(
 ) -> Figure:
     r"""The QK circuit of ``head``: :math:`W_E^T W_{QK} W_E` on ``tokens`` (query down, key across),
     or with ``positional`` :math:`W_P^T W_{QK} W_P` on positions ``tokens``."""
-    layer, index = resolve(model, head)
+    layer, index = model.cfg.resolve_head(head)
     circuit = (positional_qk_circuit if positional else token_qk_circuit)(model, (layer, index))
     what = "position" if positional else "token"
     return circuit_plot(
@@ -208,7 +208,7 @@ def ov_circuit_plot(
 ) -> Figure:
     r"""The OV circuit :math:`W_U W_{OV} W_E` of ``head`` on ``tokens``: output token down,
     attended (source) token across; a copying head shows a positive diagonal."""
-    layer, index = resolve(model, head)
+    layer, index = model.cfg.resolve_head(head)
     return circuit_plot(
         ov_circuit(model, (layer, index)), rows=tokens, cols=tokens, row_labels=labels,
         col_labels=labels, title=f"OV circuit of head {layer}.{index}",

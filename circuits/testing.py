@@ -35,8 +35,7 @@ except ModuleNotFoundError as _missing:  # pragma: no cover - exercised in a sub
 
 from ._arrays import FloatArray, as_real_array
 from ._checks import is_int
-from .analysis._heads import HeadRef, resolve
-from .config import POSITIONAL_EMBEDDING_TYPES, TransformerConfig
+from .config import POSITIONAL_EMBEDDING_TYPES, HeadRef, TransformerConfig
 from .errors import ConfigError, ShapeError, TokenError
 from .factored import FactoredMatrix
 from .model import ActivationCache, AttnOnlyTransformer, IntArray
@@ -513,7 +512,7 @@ def assert_qk_expansion_exact(
     """
     _, cache = model.run_with_cache(tokens)
     for head in model.cfg.head_names() if heads is None else heads:
-        layer, index = resolve(model, head)
+        layer, index = model.cfg.resolve_head(head)
         expansion = qk_expansion(model, layer, index).filter(**filters)
         try:
             assert_terms_sum_to(
@@ -555,7 +554,7 @@ def assert_attends(
     for every sequence; ``−1`` = no expectation), or is a function of the tokens ``[batch, pos]``
     returning them, such as :func:`previous_token_positions` or :func:`induction_positions`.
     """
-    layer, index = resolve(cache.model, head)
+    layer, index = cache.model.cfg.resolve_head(head)
     tokens = cache.tokens
     keys = np.asarray(expected(tokens) if callable(expected) else expected)
     if keys.shape == tokens.shape[1:]:

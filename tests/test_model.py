@@ -291,6 +291,8 @@ def test_circuits_are_the_papers_products() -> None:
     np.testing.assert_allclose(model.W_QK(1, 2).AB, model.W_Q[1, 2].T @ model.W_K[1, 2])
     np.testing.assert_allclose(model.W_OV("0.1").AB, model.W_O[0, 1] @ model.W_V[0, 1])
     assert model.W_QK(0, 0).mdim == 2
+    for ref in ((1, 2), "1.2", " 1 . 2 "):
+        np.testing.assert_array_equal(model.W_QK(ref).AB, model.W_QK(1, 2).AB)
 
 
 # ---------------------------------------------------------------------- bad input

@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .._arrays import FloatArray
+from ..config import HeadRef
 from ..errors import AnalysisError
 from ..model import AttnOnlyTransformer
-
-#: A head, as a name ``"l.h"`` or as a pair ``(layer, head)``.
-HeadRef = Union[str, "tuple[int, int]"]
-
-
-def resolve(model: AttnOnlyTransformer, head: HeadRef) -> tuple[int, int]:
-    """``(layer, head)`` of a head given by name or pair, checked against the model."""
-    if isinstance(head, str):
-        return model.cfg.resolve_head(head)
-    if isinstance(head, tuple) and len(head) == 2:
-        return model.cfg.resolve_head(*head)
-    raise AnalysisError(f"a head is a name 'l.h' or a pair (layer, head), got {head!r}")
 
 
 def check_order(model: AttnOnlyTransformer, writer: HeadRef, reader: HeadRef) -> None:
     """Raise unless ``writer`` is in an earlier layer than ``reader``."""
-    first, second = resolve(model, writer), resolve(model, reader)
+    first, second = model.cfg.resolve_head(writer), model.cfg.resolve_head(reader)
     if first[0] >= second[0]:
         raise AnalysisError(
             f"the writer {writer!r} (layer {first[0]}) must be in an earlier layer than the reader "

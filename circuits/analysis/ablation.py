@@ -26,10 +26,10 @@ from typing import Any, Literal
 import numpy as np
 
 from .._arrays import FloatArray
+from ..config import HeadRef
 from ..errors import AnalysisError
 from ..model import ActivationCache, AttnOnlyTransformer, validate_tokens
 from ..paths import PathExpansion, path_expansion
-from ._heads import HeadRef, resolve
 from .attribution import Circuit, circuit_paths
 
 __all__ = [
@@ -270,7 +270,7 @@ def _ablated_logits(
     if patterns not in ("recomputed", "frozen"):
         raise AnalysisError(f"patterns must be 'recomputed' or 'frozen', got {patterns!r}")
     W_O, b_O = np.array(model.W_O), np.array(model.b_O)
-    for layer, head in {resolve(model, head) for head in heads}:
+    for layer, head in {model.cfg.resolve_head(head) for head in heads}:
         W_O[layer, head] = 0.0
         if means is not None:
             b_O[layer] += means[layer, head]

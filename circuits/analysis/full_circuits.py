@@ -25,10 +25,11 @@ import numpy as np
 
 from .._arrays import FloatArray
 from .._checks import is_int
+from ..config import HeadRef
 from ..errors import AnalysisError
 from ..factored import FactoredMatrix
 from ..model import AttnOnlyTransformer, causal_softmax
-from ._heads import HeadRef, check_order, positional_embedding, resolve
+from ._heads import check_order, positional_embedding
 
 __all__ = [
     "Entry",
@@ -213,11 +214,11 @@ def _sandwich(left: FloatArray, middle: FactoredMatrix, right: FloatArray) -> Fa
 
 
 def _qk(model: AttnOnlyTransformer, head: HeadRef) -> FactoredMatrix:
-    return model.W_QK(*resolve(model, head))
+    return model.W_QK(*model.cfg.resolve_head(head))
 
 
 def _ov(model: AttnOnlyTransformer, head: HeadRef) -> FactoredMatrix:
-    return model.W_OV(*resolve(model, head))
+    return model.W_OV(*model.cfg.resolve_head(head))
 
 
 def _check_k(k: int) -> int:
