@@ -29,7 +29,6 @@ from typing import Any
 
 import graphviz
 import numpy as np
-import sympy as sp
 
 from ._checks import is_real
 from .config import head_name
@@ -37,14 +36,12 @@ from .errors import PathError, RenderError
 from .graph import EMBED, POS_EMBED, UNEMBED, parse_node
 from .model import AttnOnlyTransformer
 from .paths import PathTerm, path_expansion
-from .verify import Certificate
 
 __all__ = [
     "COMPOSITION_STYLES",
     "FORMATS",
     "GRAPHVIZ_HINT",
     "Saved",
-    "certificate_latex",
     "circuit_diagram",
     "composition_edges",
     "escape_label",
@@ -344,12 +341,6 @@ def _write(path: Path, data: bytes) -> None:
 def model_svg(model: AttnOnlyTransformer) -> str | None:
     """The :func:`circuit_diagram` of ``model`` as SVG text (a model's notebook display)."""
     return to_svg(circuit_diagram(model))
-
-
-def certificate_latex(certificate: Certificate) -> str:
-    r"""``$P(\text{correct}) \ge <expression> \ge <bound>$``: a certificate's notebook display."""
-    formula = sp.latex(certificate.expression)
-    return rf"$P(\text{{correct}}) \ge {formula} \ge {certificate.bound:.12g}$"
 
 
 def to_svg(graph: graphviz.Digraph) -> str | None:

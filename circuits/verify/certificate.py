@@ -111,11 +111,12 @@ class Certificate:
         tail = f"P(correct next token) ≥ {self.bound:.12g}   (P(wrong) ≤ {self.error_bound:.6g})"
         return "\n".join(head + body + [tail])
 
-    def _repr_latex_(self) -> str:
-        """The bound as a formula, shown by Jupyter."""
-        from ..render import certificate_latex  # the display layer sits above verification
+    def latex(self) -> str:
+        r"""``$P(\text{correct}) \ge <expression> \ge <bound>$``, the bound as a formula."""
+        formula = sp.latex(self.expression)
+        return rf"$P(\text{{correct}}) \ge {formula} \ge {self.bound:.12g}$"
 
-        return certificate_latex(self)
+    _repr_latex_ = latex  # Jupyter shows the formula
 
 
 def _number(value: float) -> str:
