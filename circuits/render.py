@@ -31,6 +31,7 @@ import graphviz
 import numpy as np
 
 from ._checks import is_real
+from .analysis import all_composition_scores
 from .config import head_name
 from .errors import PathError, RenderError
 from .graph import EMBED, POS_EMBED, UNEMBED, parse_node
@@ -138,7 +139,7 @@ def _layout_caption(model: AttnOnlyTransformer) -> str | None:
 def circuit_diagram(
     model: AttnOnlyTransformer,
     *,
-    composition: Mapping[str, Any] | None = None,
+    composition: Mapping[str, Any] | bool | None = None,
     threshold: float = 0.3,
     roles: Mapping[str, str | Sequence[str]] | None = None,
     highlight: Iterable[PathTerm | Sequence[str]] = (),
@@ -148,8 +149,8 @@ def circuit_diagram(
 
     ``composition`` maps a kind (``"Q"``, ``"K"``, ``"V"``) to scores ``[n_layers, n_heads,
     n_layers, n_heads]`` (entry ``[l₁, h₁, l₂, h₂]`` from writer ``l₁.h₁`` to reader ``l₂.h₂``, as
-    ``circuits.analysis.all_composition_scores`` returns them); each score ``≥ threshold`` becomes
-    an edge. ``roles`` (default: :func:`head_roles`) labels heads. Each path of ``highlight`` is a
+    ``circuits.analysis.all_composition_scores`` returns them, and computes them when
+    ``composition=True``); each score ``≥ threshold`` becomes an edge. ``roles`` (default: :func:`head_roles`) labels heads. Each path of ``highlight`` is a
     term of :func:`~circuits.paths.path_expansion` or a path of the computation graph as node
     names (``"embed"``, ``"pos_embed"``, ``"b_O[0]"``, heads ``"l.h"``, ``"unembed"``; see
     :mod:`circuits.graph`); heads alone run from ``embed`` to ``unembed``. Bias sources appear
@@ -236,15 +237,23 @@ def _skeleton(
 
 
 def composition_edges(
-    model: AttnOnlyTransformer, composition: Mapping[str, Any] | None, threshold: float
+    model: AttnOnlyTransformer, composition: Mapping[str, Any] | bool | None, threshold: float
 ) -> list[tuple[str, str, str, float]]:
     """``(kind, writer, reader, score)`` for every defined score ``≥ threshold``, strongest first.
 
     ``composition`` maps kinds to ``[n_layers, n_heads, n_layers, n_heads]`` scores (entry
-    ``[l₁, h₁, l₂, h₂]`` from writer ``l₁.h₁`` to reader ``l₂.h₂``, defined for ``l₁ < l₂``).
+    ``[l₁, h₁, l₂, h₂]`` from writer ``l₁.h₁`` to reader ``l₂.h₂``, defined for ``l₁ < l₂``);
+    ``True`` computes all three kinds with :func:`~circuits.analysis.all_composition_scores`.
     """
+    if composition is True:
+        composition = all_composition_scores(model)
     if not composition:
         return []
+    if not isinstance(composition, Mapping):
+        raise RenderError(
+            "composition must map kinds ('Q', 'K', 'V') to scores [n_layers, n_heads, n_layers, "
+            f"n_heads], or be True; got {type(composition).__name__}"
+        )
     cfg = model.cfg
     shape = (cfg.n_layers, cfg.n_heads, cfg.n_layers, cfg.n_heads)
     edges = []

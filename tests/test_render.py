@@ -12,7 +12,7 @@ import sympy as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from circuits import AttnOnlyTransformer, HeadError, render
+from circuits import AttnOnlyTransformer, HeadError, all_composition_scores, render
 from circuits import testing as ct
 from circuits.construct.induction import induction_model
 from circuits.errors import PathError, RenderError
@@ -132,6 +132,15 @@ def test_composition_edges_above_threshold_styled_by_kind() -> None:
     assert len([e for e in low_edges if "resid" not in e]) == 3 * 9  # NaN pairs never drawn
 
 
+def test_composition_true_computes_the_scores() -> None:
+    model = induction_model(vocab_size=6, n_ctx=8)
+    expected = render.composition_edges(model, all_composition_scores(model), 0.2)
+    assert render.composition_edges(model, True, 0.2) == expected
+    assert [edge[:3] for edge in expected] == [("K", "0.0", "1.0")]
+    source = render.circuit_diagram(model, composition=True, threshold=0.2).source
+    assert "style=dotted" in source  # the K-composition edge
+
+
 @given(st.data())
 @settings(max_examples=15)
 def test_composition_edges_are_exactly_the_scores_above_threshold(data: st.DataObject) -> None:
@@ -205,6 +214,7 @@ def test_paths_from_missing_positions_are_rejected() -> None:
         ({"threshold": float("nan")}, "threshold"),
         ({"composition": {"X": np.zeros((2, 3, 2, 3))}}, "unknown composition kind 'X'"),
         ({"composition": {"K": np.zeros((2, 3))}}, r"expected scores of shape \[2, 3, 2, 3\]"),
+        ({"composition": "all"}, "composition must map kinds"),
     ],
 )
 def test_bad_options_get_a_render_error(kwargs: dict[str, object], message: str) -> None:
