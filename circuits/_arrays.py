@@ -38,6 +38,17 @@ def to_numpy(value: Any, name: str) -> NDArray[Any]:
     return array
 
 
+def float_dtype(dtype: Any) -> np.dtype[Any]:
+    """``dtype`` as one of the dtypes weights are kept in (float32, float64), else a WeightError."""
+    try:
+        resolved: np.dtype[Any] = np.dtype(dtype)
+    except TypeError:
+        raise WeightError(f"dtype: {dtype!r} is not a numpy dtype") from None
+    if resolved not in KEPT_DTYPES:
+        raise WeightError(f"dtype must be float32 or float64, got {resolved}")
+    return resolved
+
+
 def real_dtype(array: NDArray[Any], name: str) -> np.dtype[Any]:
     """The floating dtype an array is computed in: float32/float64 kept, other reals -> float64."""
     if array.dtype in KEPT_DTYPES:

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from .errors import ConfigError
+
 
 def is_int(value: object) -> bool:
     """True for Python and numpy integers (``bool`` excluded)."""
@@ -20,3 +22,10 @@ def is_real(value: object) -> bool:
 def is_positive_finite(value: object) -> bool:
     """True for a real number that is finite and > 0."""
     return is_real(value) and math.isfinite(float(value)) and float(value) > 0  # type: ignore[arg-type]
+
+
+def random_generator(seed: object) -> np.random.Generator:
+    """``numpy.random.default_rng(seed)`` for an integer ``seed ≥ 0``, else a :class:`ConfigError`."""
+    if not (is_int(seed) and seed >= 0):  # type: ignore[operator]
+        raise ConfigError(f"seed must be an integer ≥ 0, got {seed!r}")
+    return np.random.default_rng(int(seed))  # type: ignore[call-overload]

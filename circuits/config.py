@@ -62,6 +62,10 @@ class TransformerConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TransformerConfig:
         """Build a config from a mapping; unknown keys are an error, not silently dropped."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(
+                f"a config is a TransformerConfig or a mapping of its fields, got {values!r}"
+            )
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -116,12 +120,14 @@ _REQUIRED = {"n_layers", "n_heads", "d_model", "d_head", "d_vocab", "n_ctx"}
 
 def head_name(layer: int, head: int) -> str:
     """The name ``"l.h"`` of head ``head`` in layer ``layer``."""
+    if not (is_int(layer) and is_int(head)):
+        raise HeadError(f"a head is named by two integers (layer, head), got {layer!r}, {head!r}")
     return f"{layer}.{head}"
 
 
 def parse_head(name: str) -> tuple[int, int]:
     """``"1.4"`` → ``(1, 4)``."""
-    match = _HEAD_NAME.match(name)
+    match = _HEAD_NAME.match(name) if isinstance(name, str) else None
     if match is None:
         raise HeadError(f"not a head name: {name!r}; expected 'layer.head', e.g. '1.4'")
     return int(match.group(1)), int(match.group(2))

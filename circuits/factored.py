@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 
 from ._arrays import FloatArray, as_real_array, common_dtype, frozen, to_numpy
 from ._checks import is_int, is_real
-from .errors import ShapeError
+from .errors import NumericalError, ShapeError, WeightError
 
 __all__ = ["FactoredMatrix"]
 
@@ -76,13 +76,13 @@ class FactoredMatrix:
     @property
     def AB(self) -> FloatArray:
         """The dense product :math:`AB` (``m × n``): the only place it is ever formed."""
-        return self.A @ self.B
+        return _product(self.A, self.B, "AB")
 
     @property
     def BA(self) -> FloatArray:
         """The small core :math:`BA` (``k × k``); needs ``m == n``."""
         self._require_square("BA")
-        return self.B @ self.A
+        return _product(self.B, self.A, "BA")
 
     @property
     def T(self) -> FactoredMatrix:
@@ -97,7 +97,10 @@ class FactoredMatrix:
         if not (isinstance(index, tuple) and len(index) == 2):
             raise ShapeError("index a FactoredMatrix with two indices, M[rows, cols]")
         rows, cols = index
-        a, b = self.A[rows], self.B[:, cols]
+        try:
+            a, b = self.A[rows], self.B[:, cols]
+        except (IndexError, TypeError) as error:
+            raise ShapeError(f"M[{rows!r}, {cols!r}] of a {self.shape} matrix: {error}") from None
         if is_int(rows) or is_int(cols):
             return np.asarray(a @ b)
         return FactoredMatrix(a, b)
@@ -175,17 +178,37 @@ class FactoredMatrix:
     def __truediv__(self, scalar: Any) -> FactoredMatrix:
         if not is_real(scalar):
             return NotImplemented
+        if scalar == 0:
+            raise WeightError("cannot divide a FactoredMatrix by zero")
         return self * (1.0 / float(scalar))
 
     # ------------------------------------------------------------------ spectra
+    @cached_property
+    def _unit(self) -> tuple[FloatArray, FloatArray, int]:
+        """``(A / 2^a, B / 2^b, a + b)`` with ``2^a``, ``2^b`` just above ``max|A|``, ``max|B|``.
+
+        Spectra are computed from these unit-scaled factors (scaling by powers of two is exact)
+        and :meth:`_rescaled` at the end, in float64: no intermediate product overflows.
+        """
+        a, b = (int(np.frexp(np.abs(f).max(initial=0.0))[1]) for f in (self.A, self.B))
+        return np.ldexp(self.A, -a), np.ldexp(self.B, -b), a + b
+
+    def _rescaled(self, values: Any, what: str) -> Any:
+        """``values · 2^(a+b)`` (float64 or complex128): a spectrum of the unit-scaled product
+        brought back to the scale of ``AB``; a NumericalError beyond the range of float64."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            result = values * np.ldexp(1.0, self._unit[2])
+        if not np.all(np.isfinite(result)):
+            raise NumericalError(f"{what} of this product: beyond the range of float64")
+        return result
+
     def eigenvalues(self) -> NDArray[np.complexfloating[Any, Any]]:
         r"""The ``k`` eigenvalues of the core :math:`BA`, sorted by decreasing modulus.
 
         Since :math:`AB\,(Au) = A\,(BA\,u)`, every nonzero eigenvalue of :math:`AB` is one of these;
         :math:`AB` has ``m − k`` further zero eigenvalues. Needs ``m == n``.
         """
-        values: NDArray[np.complexfloating[Any, Any]] = np.linalg.eigvals(self.BA).astype(complex)
-        return values[np.argsort(-np.abs(values), kind="stable")]
+        return self._eig_core()[0]
 
     def eig(
         self,
@@ -195,14 +218,25 @@ class FactoredMatrix:
         If :math:`BA\,u = λu` with :math:`λ ≠ 0` then :math:`AB\,(Au) = λ\,(Au)`; vectors for a zero
         eigenvalue of the core may vanish and are returned as they come. Sorted by decreasing |λ|.
         """
-        values, vectors = np.linalg.eig(self.BA)
+        values, vectors = self._eig_core()
+        return values, (self.A @ vectors).astype(complex)
+
+    def _eig_core(
+        self,
+    ) -> tuple[NDArray[np.complexfloating[Any, Any]], NDArray[np.complexfloating[Any, Any]]]:
+        """Eigenvalues and eigenvectors ``u`` of the core :math:`BA` (columns), by decreasing |λ|."""
+        self._require_square("eigenvalues")
+        a, b, _ = self._unit
+        values, vectors = np.linalg.eig(b @ a)
         order = np.argsort(-np.abs(values), kind="stable")
-        return values[order].astype(complex), (self.A @ vectors[:, order]).astype(complex)
+        return self._rescaled(values[order].astype(complex), "eigenvalues"), vectors[:, order]
 
     @cached_property
     def _svd(self) -> tuple[FloatArray, FloatArray, FloatArray]:
-        q_a, r_a = np.linalg.qr(self.A)  # A  = Q_A R_A,  Q_A: m × r
-        q_b, r_b = np.linalg.qr(self.B.T)  # Bᵀ = Q_B R_B,  Q_B: n × s
+        """``U``, the singular values of the unit-scaled product (see :attr:`_unit`), ``Vh``."""
+        a, b, _ = self._unit
+        q_a, r_a = np.linalg.qr(a)  # A  = Q_A R_A,  Q_A: m × r
+        q_b, r_b = np.linalg.qr(b.T)  # Bᵀ = Q_B R_B,  Q_B: n × s
         u, s, vh = np.linalg.svd(r_a @ r_b.T, full_matrices=False)
         return q_a @ u, s, vh @ q_b.T
 
@@ -212,23 +246,28 @@ class FactoredMatrix:
         Returns ``(U, S, Vh)`` with ``U``: ``m × r``, ``S``: ``r`` (decreasing), ``Vh``: ``r × n``,
         ``r = min(m, n, k)``.
         """
-        u, s, vh = self._svd
-        return u.copy(), s.copy(), vh.copy()
+        u, _, vh = self._svd
+        return u.copy(), self.singular_values, vh.copy()
 
     @property
     def singular_values(self) -> FloatArray:
-        """The ``min(m, n, k)`` singular values of :math:`AB`, decreasing."""
-        values: FloatArray = self._svd[1].copy()
-        return values
+        """The ``min(m, n, k)`` singular values of :math:`AB`, decreasing.
+
+        A :class:`~circuits.errors.NumericalError` if they exceed the range of the dtype.
+        """
+        values = self._rescaled(self._svd[1].astype(np.float64), "singular values")
+        return _in_dtype(values, self.dtype, "singular values")
 
     def norm(self) -> float:
-        r"""The Frobenius norm :math:`\|AB\|_F = \|R_A R_B^T\|_F`."""
-        return float(np.sqrt(np.sum(self._svd[1] ** 2)))
+        r"""The Frobenius norm :math:`\|AB\|_F = \|R_A R_B^T\|_F` (in float64)."""
+        unit = np.sqrt(np.sum(np.square(self._svd[1], dtype=np.float64)))
+        return float(self._rescaled(unit, "norm"))
 
     def trace(self) -> float:
         r"""The trace :math:`\operatorname{tr}(AB) = \sum_{ij} A_{ij} B_{ji}`; needs ``m == n``."""
         self._require_square("trace")
-        return float(np.einsum("ij,ji->", self.A, self.B))
+        a, b, _ = self._unit
+        return float(self._rescaled(np.einsum("ij,ji->", a, b, dtype=np.float64), "trace"))
 
     @property
     def rank(self) -> int:
@@ -250,3 +289,20 @@ class FactoredMatrix:
                 f"cannot compute {self.shape} {op} operand with {rows} rows: "
                 f"expected {self.shape[1]} rows"
             )
+
+
+def _product(left: FloatArray, right: FloatArray, what: str) -> FloatArray:
+    """``left @ right``; a NumericalError if it leaves the range of the dtype."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        product: FloatArray = left @ right
+    if not np.all(np.isfinite(product)):
+        raise NumericalError(f"the product {what} exceeds the range of {product.dtype}")
+    return product
+
+
+def _in_dtype(values: NDArray[Any], dtype: np.dtype[Any], what: str) -> FloatArray:
+    """``values`` cast to ``dtype``; a NumericalError if they leave its finite range."""
+    if np.abs(values).max(initial=0.0) > np.finfo(dtype).max:
+        raise NumericalError(f"the {what} exceed the range of {dtype}: use float64 factors")
+    result: FloatArray = values.astype(dtype)
+    return result

@@ -24,14 +24,20 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ._arrays import FloatArray, as_real_array, common_dtype, frozen, to_numpy
-from ._checks import is_int
+from ._arrays import FloatArray, as_real_array, common_dtype, float_dtype, frozen, to_numpy
+from ._checks import is_int, random_generator
 from .config import TransformerConfig
-from .errors import ConfigError, NumericalError, TokenError, WeightError
+from .errors import ConfigError, NumericalError, ShapeError, TokenError, WeightError
 from .factored import FactoredMatrix
 from .tl_format import from_transformer_lens_dict, to_transformer_lens_dict
 
-__all__ = ["ActivationCache", "AttnOnlyTransformer", "causal_softmax", "validate_tokens"]
+__all__ = [
+    "ActivationCache",
+    "AttnOnlyTransformer",
+    "causal_softmax",
+    "token_ids",
+    "validate_tokens",
+]
 
 IntArray = NDArray[np.intp]
 
@@ -68,15 +74,41 @@ def causal_softmax(scores: FloatArray) -> FloatArray:
     :math:`m_i = \max_{j \le i} s_{ij}`: subtracting the row maximum keeps every exponent ≤ 0, so
     scores of any finite size (1e6 and beyond) give finite patterns.
     """
-    n_q, n_k = scores.shape[-2:]
+    values = as_real_array(scores, "scores", finite=False, copy=False)
+    if values.ndim < 2 or not 1 <= values.shape[-2] <= values.shape[-1]:
+        raise ShapeError(
+            f"scores: expected shape [..., q, k] with 1 ≤ q ≤ k (every query has a key), got "
+            f"{list(values.shape)}"
+        )
+    n_q, n_k = values.shape[-2:]
     allowed = np.tril(np.ones((n_q, n_k), dtype=bool), k=n_k - n_q)
-    if not np.all(np.isfinite(scores[..., allowed])):
+    if not np.all(np.isfinite(values[..., allowed])):
         raise NumericalError("attention scores are not finite (the weights overflow this dtype)")
-    masked = np.where(allowed, scores, -np.inf)
-    shifted = masked - masked.max(axis=-1, keepdims=True)
+    masked = np.where(allowed, values, -np.inf)
+    with np.errstate(over="ignore"):  # a difference beyond the range is -inf: weight exactly 0
+        shifted = masked - masked.max(axis=-1, keepdims=True)
     weights = np.exp(shifted)
     result: FloatArray = weights / weights.sum(axis=-1, keepdims=True)
     return result
+
+
+def token_ids(value: Any, name: str, d_vocab: int | None = None) -> IntArray:
+    """``value`` as an array of token ids (any shape): integers ``≥ 0``, and ``< d_vocab`` if given.
+
+    Raises :class:`~circuits.errors.TokenError` naming ``name`` and the first bad id.
+    """
+    try:
+        array = to_numpy(value, name)
+    except WeightError as error:
+        raise TokenError(str(error)) from None
+    if array.dtype.kind not in "iu":
+        raise TokenError(f"{name}: expected integer token ids, got dtype {array.dtype}")
+    bad = array < 0 if d_vocab is None else (array < 0) | (array >= d_vocab)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        problem = "is negative" if d_vocab is None else f"is outside the vocabulary [0, {d_vocab})"
+        raise TokenError(f"{name}: id {int(array[where])} at index {where} {problem}")
+    return array.astype(np.intp)
 
 
 def validate_tokens(tokens: Any, cfg: TransformerConfig) -> tuple[IntArray, bool]:
@@ -95,20 +127,12 @@ def validate_tokens(tokens: Any, cfg: TransformerConfig) -> tuple[IntArray, bool
         raise TokenError(f"tokens: expected shape [batch, pos] or [pos], got {list(array.shape)}")
     if array.size == 0:
         raise TokenError(f"tokens: empty sequence (shape {list(array.shape)})")
-    if array.dtype.kind not in "iu":
-        raise TokenError(f"tokens: expected integer token ids, got dtype {array.dtype}")
-    batched = array.ndim == 2
-    array = array if batched else array[None, :]
-    if array.shape[1] > cfg.n_ctx:
-        raise TokenError(f"tokens: {array.shape[1]} positions exceed the context n_ctx={cfg.n_ctx}")
-    bad = (array < 0) | (array >= cfg.d_vocab)
-    if bad.any():
-        where = tuple(int(i) for i in np.argwhere(bad)[0])
+    if array.shape[-1] > cfg.n_ctx:
         raise TokenError(
-            f"tokens: id {int(array[where])} at index {where if batched else where[1:]} is outside "
-            f"the vocabulary [0, {cfg.d_vocab})"
+            f"tokens: {array.shape[-1]} positions exceed the context n_ctx={cfg.n_ctx}"
         )
-    return array.astype(np.intp), batched
+    ids = token_ids(array, "tokens", cfg.d_vocab)
+    return (ids, True) if ids.ndim == 2 else (ids[None, :], False)
 
 
 class AttnOnlyTransformer:
@@ -165,7 +189,7 @@ class AttnOnlyTransformer:
         with ``biases``, every bias ``~ N(0, 1/4)``. Reproducible from ``seed``.
         """
         config = cfg if isinstance(cfg, TransformerConfig) else TransformerConfig.from_dict(cfg)
-        rng = np.random.default_rng(seed)
+        rng, dtype = random_generator(seed), float_dtype(dtype)
         std = {"W_E": 1.0, "W_P": 1.0, "W_O": config.d_head**-0.5}
         weights = {
             name: (rng.standard_normal(shape) * std.get(name, config.d_model**-0.5)).astype(dtype)
@@ -449,9 +473,9 @@ def _per_head(x: FloatArray, W: FloatArray, b: FloatArray) -> FloatArray:
 
 
 def _validate_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A JSON round-tripped copy of ``metadata`` (it is saved with the model)."""
+    """A JSON round-tripped copy of ``metadata`` (it is saved with the model): no NaN or ∞."""
     try:
-        copied: dict[str, Any] = json.loads(json.dumps(dict(metadata or {})))
+        copied: dict[str, Any] = json.loads(json.dumps(dict(metadata or {}), allow_nan=False))
     except (TypeError, ValueError) as error:
         raise ConfigError(f"metadata must be JSON-serialisable: {error}") from None
     return copied
