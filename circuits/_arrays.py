@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .errors import ShapeError, WeightError
+from .errors import NumericalError, ShapeError, WeightError
 
 FloatArray = NDArray[np.floating[Any]]
 
@@ -93,6 +93,29 @@ def check_shape(array: NDArray[Any], name: str, shape: Sequence[int | None]) -> 
         s is not None and s != actual for s, actual in zip(shape, array.shape, strict=True)
     ):
         raise ShapeError(f"{name}: expected shape {expected}, got {list(array.shape)}")
+
+
+def checked_product(left: FloatArray, right: FloatArray, what: str) -> FloatArray:
+    """``left @ right``; a :class:`NumericalError` naming ``what`` if it leaves the dtype's range."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        product: FloatArray = left @ right
+    if not np.all(np.isfinite(product)):
+        hint = " (float64 has a wider range)" if product.dtype == np.float32 else ""
+        raise NumericalError(f"the product {what} exceeds the range of {product.dtype}{hint}")
+    return product
+
+
+def unit_scaled(array: FloatArray, axes: tuple[int, ...] | None = None) -> tuple[FloatArray, Any]:
+    """``array / 2^e`` and ``e``, with ``2^e`` the power of two just above ``max |array|``.
+
+    The scaling is exact and leaves every entry below 1 in magnitude, so products of scaled
+    arrays cannot overflow; ``axes`` scales each sub-array over those axes separately (``e`` then
+    keeps them as length-1 axes). A zero array is left as it is (``e = 0``).
+    """
+    peak = np.abs(array).max(axis=axes, keepdims=axes is not None, initial=0.0)
+    exponent = np.frexp(peak)[1]
+    scaled: FloatArray = np.ldexp(array, -exponent)
+    return scaled, exponent
 
 
 def common_dtype(*arrays: NDArray[Any]) -> np.dtype[Any]:

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ._arrays import FloatArray, to_numpy
+from ._arrays import FloatArray
 from .config import parse_head
-from .errors import ConfigError, PathError, ShapeError, TokenError, WeightError
+from .errors import ConfigError, PathError, ShapeError
 from .graph import parse_node
-from .model import ActivationCache, AttnOnlyTransformer
+from .model import ActivationCache, AttnOnlyTransformer, as_cache, token_ids
 
 IntArray = NDArray[np.intp]
 Owner = tuple[int, int] | None
@@ -53,9 +53,7 @@ class PathAlgebra:
     """
 
     def __init__(self, model: AttnOnlyTransformer, cache: ActivationCache) -> None:
-        if not isinstance(cache, ActivationCache):
-            raise ConfigError(f"expected an ActivationCache, got {type(cache).__name__}")
-        if cache.model.cfg != model.cfg:
+        if as_cache(cache).model.cfg != model.cfg:
             raise ConfigError(
                 "the cache was computed by a model of another configuration: "
                 f"{cache.model.cfg} ≠ {model.cfg}"
@@ -167,25 +165,13 @@ class PathAlgebra:
 
     def targets(self, targets: Any) -> IntArray:
         """Validate target token ids: integers ``[batch, pos]`` as the cache's tokens, in range."""
-        try:
-            array = to_numpy(targets, "targets")
-        except WeightError as error:
-            raise TokenError(str(error)) from None
-        if array.shape != self.shape:
+        ids = token_ids(targets, "targets", self.model.cfg.d_vocab)
+        if ids.shape != self.shape:
             raise ShapeError(
                 f"targets: expected shape {list(self.shape)} (the cache's tokens), got "
-                f"{list(array.shape)}"
+                f"{list(ids.shape)}"
             )
-        if array.dtype.kind not in "iu":
-            raise TokenError(f"targets: expected integer token ids, got dtype {array.dtype}")
-        vocab = self.model.cfg.d_vocab
-        bad = (array < 0) | (array >= vocab)
-        if bad.any():
-            where = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise TokenError(
-                f"targets: id {int(array[where])} at {where} is outside the vocabulary [0, {vocab})"
-            )
-        return array.astype(np.intp)
+        return ids
 
 
 def _depth_first_key(nodes: Sequence[str]) -> tuple[str, tuple[tuple[int, int], ...]]:

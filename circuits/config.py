@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Union, get_args
 
@@ -113,6 +113,17 @@ class TransformerConfig:
         if not (is_int(index_h) and 0 <= index_h < self.n_heads):
             raise HeadError(f"head {index_h!r} out of range: layers have {self.n_heads} heads")
         return int(index_l), int(index_h)
+
+    def resolve_heads(self, heads: Iterable[HeadRef] | HeadRef) -> list[tuple[int, int]]:
+        """Distinct ``(layer, head)`` pairs, in order, from heads given as :meth:`resolve_head` takes
+        them; a single name ``"l.h"`` or pair ``(layer, head)`` is one head."""
+        single = isinstance(heads, str) or (
+            isinstance(heads, tuple) and len(heads) == 2 and all(is_int(i) for i in heads)
+        )
+        if not single and not isinstance(heads, Iterable):
+            raise HeadError(f"heads: expected names 'l.h' or pairs (layer, head), got {heads!r}")
+        items: Iterable[Any] = [heads] if single else heads
+        return list(dict.fromkeys(self.resolve_head(item) for item in items))
 
 
 _REQUIRED = {"n_layers", "n_heads", "d_model", "d_head", "d_vocab", "n_ctx"}

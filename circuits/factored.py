@@ -24,7 +24,15 @@ from typing import Any, Union, overload
 import numpy as np
 from numpy.typing import NDArray
 
-from ._arrays import FloatArray, as_real_array, common_dtype, frozen, to_numpy
+from ._arrays import (
+    FloatArray,
+    as_real_array,
+    checked_product,
+    common_dtype,
+    frozen,
+    to_numpy,
+    unit_scaled,
+)
 from ._checks import is_int, is_real
 from .errors import NumericalError, ShapeError, WeightError
 
@@ -76,13 +84,13 @@ class FactoredMatrix:
     @property
     def AB(self) -> FloatArray:
         """The dense product :math:`AB` (``m × n``): the only place it is ever formed."""
-        return _product(self.A, self.B, "AB")
+        return checked_product(self.A, self.B, "AB")
 
     @property
     def BA(self) -> FloatArray:
         """The small core :math:`BA` (``k × k``); needs ``m == n``."""
         self._require_square("BA")
-        return _product(self.B, self.A, "BA")
+        return checked_product(self.B, self.A, "BA")
 
     @property
     def T(self) -> FactoredMatrix:
@@ -120,10 +128,10 @@ class FactoredMatrix:
         """
         if isinstance(other, FactoredMatrix):
             self._require_chain(other.shape[0], "@")
-            core = self.B @ other.A  # k1 × k2
+            core = checked_product(self.B, other.A, "B·C")  # k1 × k2
             if self.mdim <= other.mdim:
-                return FactoredMatrix(self.A, core @ other.B)
-            return FactoredMatrix(self.A @ core, other.B)
+                return FactoredMatrix(self.A, checked_product(core, other.B, "B·C·D"))
+            return FactoredMatrix(checked_product(self.A, core, "A·B·C"), other.B)
         x = as_real_array(other, "right operand", copy=False)
         if x.ndim == 1:
             self._require_chain(x.shape[0], "@")
@@ -190,8 +198,8 @@ class FactoredMatrix:
         Spectra are computed from these unit-scaled factors (scaling by powers of two is exact)
         and :meth:`_rescaled` at the end, in float64: no intermediate product overflows.
         """
-        a, b = (int(np.frexp(np.abs(f).max(initial=0.0))[1]) for f in (self.A, self.B))
-        return np.ldexp(self.A, -a), np.ldexp(self.B, -b), a + b
+        (a, ea), (b, eb) = unit_scaled(self.A), unit_scaled(self.B)
+        return a, b, int(ea + eb)
 
     def _rescaled(self, values: Any, what: str) -> Any:
         """``values · 2^(a+b)`` (float64 or complex128): a spectrum of the unit-scaled product
@@ -289,15 +297,6 @@ class FactoredMatrix:
                 f"cannot compute {self.shape} {op} operand with {rows} rows: "
                 f"expected {self.shape[1]} rows"
             )
-
-
-def _product(left: FloatArray, right: FloatArray, what: str) -> FloatArray:
-    """``left @ right``; a NumericalError if it leaves the range of the dtype."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        product: FloatArray = left @ right
-    if not np.all(np.isfinite(product)):
-        raise NumericalError(f"the product {what} exceeds the range of {product.dtype}")
-    return product
 
 
 def _in_dtype(values: NDArray[Any], dtype: np.dtype[Any], what: str) -> FloatArray:

@@ -34,6 +34,7 @@ from .tl_format import from_transformer_lens_dict, to_transformer_lens_dict
 __all__ = [
     "ActivationCache",
     "AttnOnlyTransformer",
+    "as_cache",
     "causal_softmax",
     "token_ids",
     "validate_tokens",
@@ -461,6 +462,16 @@ class ActivationCache:
         layer, head = self.model.cfg.resolve_head(layer, head)
         out: FloatArray = self._z[layer][:, head] @ self.model.W_O[layer, head].T
         return out
+
+
+def as_cache(cache: object, name: str = "cache") -> ActivationCache:
+    """``cache`` itself if it is an :class:`ActivationCache`, else a ConfigError naming ``name``."""
+    if not isinstance(cache, ActivationCache):
+        raise ConfigError(
+            f"{name}: expected an ActivationCache (from model.run_with_cache), "
+            f"got {type(cache).__name__}"
+        )
+    return cache
 
 
 def _per_head(x: FloatArray, W: FloatArray, b: FloatArray) -> FloatArray:

@@ -327,12 +327,25 @@ class Contributions(Generic[KeyedT]):
         """The entries :meth:`ranked` averages over by default: all of them."""
         return np.ones(self.values.shape[1:], dtype=bool)
 
-    def ranked(self, mask: Any = None) -> list[tuple[KeyedT, float]]:
-        """Terms with their mean contribution over the entries ``mask`` keeps, largest |mean| first."""
+    def means(self, mask: Any = None) -> FloatArray:
+        """Each term's mean contribution over the entries ``mask`` keeps (default :meth:`default_mask`).
+
+        ``mask`` holds booleans shaped like one term's values, at least one of them true.
+        """
         keep = self.default_mask() if mask is None else np.asarray(mask)
         if keep.shape != self.values.shape[1:] or keep.dtype != bool:
-            raise PathError(f"mask: expected booleans of shape {list(self.values.shape[1:])}")
-        means = self.values[:, keep].mean(axis=1)
+            raise PathError(
+                f"mask: expected booleans of shape {list(self.values.shape[1:])}, got {keep.dtype} "
+                f"of shape {list(keep.shape)}"
+            )
+        if not keep.any():
+            raise PathError("mask: keeps no entry, so there is nothing to average")
+        means: FloatArray = self.values[:, keep].mean(axis=1)
+        return means
+
+    def ranked(self, mask: Any = None) -> list[tuple[KeyedT, float]]:
+        """Terms with their mean contribution over the entries ``mask`` keeps, largest |mean| first."""
+        means = self.means(mask)
         order = np.argsort(-np.abs(means), kind="stable")
         return [(self.terms[i], float(means[i])) for i in order]
 

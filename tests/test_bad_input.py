@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import circuits as c
+import circuits.analysis as ca
 from circuits import (
     AttnOnlyTransformer,
     CircuitsError,
@@ -137,3 +138,197 @@ def test_metadata_must_be_strict_json() -> None:
     """NaN is not JSON: a model file would carry it as a non-standard token."""
     with pytest.raises(ConfigError, match="JSON"):
         MODEL.replace(metadata={"score": float("nan")})
+
+
+# ---------------------------------------------------------------------- analysis
+_EXPANSION = c.path_expansion(MODEL)
+_CONTRIBUTIONS = _EXPANSION.contributions(CACHE, TOKENS)
+_OV = c.ov_circuit(MODEL, "0.0")
+
+ANALYSIS: dict[str, Case] = {
+    "composition kinds empty": (
+        lambda: c.all_composition_scores(MODEL, kinds=()),
+        c.AnalysisError,
+        r"non-empty collection .* got \(\)",
+    ),
+    "composition kinds None": (
+        lambda: c.all_composition_scores(MODEL, kinds=None),  # type: ignore[arg-type]
+        c.AnalysisError,
+        "got None",
+    ),
+    "baseline seed < 0": (
+        lambda: c.composition_baseline(MODEL, n_samples=2, seed=-1),
+        ConfigError,
+        "seed must be an integer ≥ 0, got -1",
+    ),
+    "behaviour seed str": (lambda: c.behaviour_scores(MODEL, seed="x"), ConfigError, "'x'"),
+    "positivity of strings": (
+        lambda: ca.eigenvalue_positivity("abc"),
+        c.AnalysisError,
+        "numbers, got <U3",
+    ),
+    "positivity axis": (
+        lambda: ca.eigenvalue_positivity(np.ones((2, 2)), axis=5),
+        c.AnalysisError,
+        "axis 5",
+    ),
+    "positivity of infinity": (
+        lambda: ca.eigenvalue_positivity(np.array([np.inf, 1.0])),
+        NumericalError,
+        "infinite",
+    ),
+    "top_entries labels short": (
+        lambda: ca.top_entries(_OV, 3, row_labels=["a"]),
+        c.AnalysisError,
+        "row_labels: expected 7 labels",
+    ),
+    "top_diagonal labels short": (
+        lambda: ca.top_copied_tokens(MODEL, "0.0", labels=["a"]),
+        c.AnalysisError,
+        "labels: expected 7 labels",
+    ),
+    "column_top labels short": (
+        lambda: ca.column_top(_OV, 6, col_labels=["a"]),
+        c.AnalysisError,
+        "col_labels: expected 7",
+    ),
+    "top_entries of a dense array": (
+        lambda: ca.top_entries(np.ones((3, 3)), 2),  # type: ignore[arg-type]
+        c.AnalysisError,
+        "expected a FactoredMatrix .* got ndarray",
+    ),
+    "attribution without a cache": (
+        lambda: c.head_attribution(MODEL, TOKENS),  # type: ignore[arg-type]
+        ConfigError,
+        "cache: expected an ActivationCache .* got AttnOnlyTransformer",
+    ),
+    "recovery mask keeps nothing": (
+        lambda: c.circuit_recovery(_CONTRIBUTIONS, _EXPANSION, mask=np.zeros((2, 6), bool)),
+        c.AnalysisError,
+        "keeps no entry",
+    ),
+    "recovery mask of ints": (
+        lambda: c.circuit_recovery(_CONTRIBUTIONS, _EXPANSION, mask=np.ones((2, 6), int)),
+        c.AnalysisError,
+        r"booleans of shape \[2, 6\], got int64",
+    ),
+    "recovery circuit None": (
+        lambda: c.circuit_recovery(_CONTRIBUTIONS, None),  # type: ignore[arg-type]
+        c.AnalysisError,
+        "got NoneType",
+    ),
+    "recovery circuit of node tuples": (
+        lambda: c.circuit_recovery(_CONTRIBUTIONS, [("embed", "unembed")]),  # type: ignore[list-item]
+        c.AnalysisError,
+        "items of type tuple",
+    ),
+    "recovery of head attributions": (
+        lambda: c.circuit_recovery(c.head_attribution(CACHE, TOKENS), _EXPANSION),  # type: ignore[arg-type]
+        c.AnalysisError,
+        "got Contributions",
+    ),
+    "ranked mask keeps nothing": (
+        lambda: _CONTRIBUTIONS.ranked(np.zeros((2, 6), bool)),
+        c.PathError,
+        "keeps no entry",
+    ),
+    "ablate_paths of None": (
+        lambda: ca.ablate_paths(MODEL, CACHE, None),  # type: ignore[arg-type]
+        c.AnalysisError,
+        "got NoneType",
+    ),
+    "ablate_heads heads=5": (
+        lambda: c.ablate_heads(MODEL, TOKENS, 5),  # type: ignore[arg-type]
+        HeadError,
+        "heads: expected names",
+    ),
+    "order_importance max_order < 0": (
+        lambda: c.order_importance(MODEL, TOKENS, max_order=-1),
+        c.AnalysisError,
+        "max_order must be an integer ≥ 0 or None, got -1",
+    ),
+    "order_importance max_order float": (
+        lambda: c.order_importance(MODEL, TOKENS, max_order=1.5),  # type: ignore[arg-type]
+        c.AnalysisError,
+        "got 1.5",
+    ),
+    "loss of negative tokens": (
+        lambda: ca.next_token_loss(np.zeros((2, 6, 7)), -TOKENS),
+        TokenError,
+        "id -1 at index",
+    ),
+    "loss of tokens beyond the logits": (
+        lambda: ca.next_token_loss(np.zeros((2, 6, 7)), TOKENS + 10),
+        TokenError,
+        r"outside the vocabulary \[0, 7\)",
+    ),
+    "loss of float tokens": (
+        lambda: ca.next_token_loss(np.zeros((2, 6, 7)), TOKENS * 1.0),
+        TokenError,
+        "integer token ids",
+    ),
+    "loss of NaN logits": (
+        lambda: ca.next_token_loss(np.full((2, 6, 7), np.nan), TOKENS),
+        WeightError,
+        "logits: contains a non-finite value",
+    ),
+    "loss of string logits": (
+        lambda: ca.next_token_loss("a", TOKENS),
+        WeightError,
+        "logits: expected a real array",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", ANALYSIS.values(), ids=ANALYSIS.keys())
+def test_analysis_bad_input(case: Case) -> None:
+    _raises(*case)
+
+
+def test_one_head_alone_may_be_ablated() -> None:
+    """A single name or pair is one head, not a sequence of characters or integers."""
+    expected = c.ablate_heads(MODEL, TOKENS, ["0.1"])
+    np.testing.assert_array_equal(c.ablate_heads(MODEL, TOKENS, "0.1"), expected)
+    np.testing.assert_array_equal(c.ablate_heads(MODEL, TOKENS, (0, 1)), expected)
+    assert CFG.resolve_heads(["0.1", (0, 1), "1.0"]) == [(0, 1), (1, 0)]
+
+
+def _scaled(model: AttnOnlyTransformer, scale: float, dtype: Any) -> AttnOnlyTransformer:
+    return model.replace(
+        **{
+            k: (np.asarray(v, np.float64) * scale).astype(dtype)
+            for k, v in model.parameters().items()
+        }
+    )
+
+
+@pytest.mark.parametrize("scale", [1e6, 1e30])
+def test_weight_analyses_of_float32_models_at_extreme_scales(scale: float) -> None:
+    """Scores are invariant to scaling every weight; at 1e30 (products beyond float32) they must
+    still match the unscaled float64 model's, not overflow to NaN or an error."""
+    base = AttnOnlyTransformer.random(CFG, seed=3)
+    big = _scaled(base, scale, np.float32)
+    reference = _scaled(base, 1.0, np.float32)
+    for analysis in (c.copying_scores, ca.qk_positivity, c.prefix_matching_scores):
+        np.testing.assert_allclose(analysis(big), analysis(reference), atol=1e-4)
+    for kind, values in c.all_composition_scores(big).items():
+        np.testing.assert_allclose(values, c.all_composition_scores(reference)[kind], atol=1e-5)
+    ratio = np.exp(np.log(scale) * 4)  # W_U W_O W_V W_E: four scaled weights
+    assert c.ov_circuit(_scaled(base, scale, np.float64), "1.1").norm() == pytest.approx(
+        c.ov_circuit(base, "1.1").norm() * ratio, rel=1e-9
+    )
+
+
+def test_circuits_beyond_float32_raise_numerical_error() -> None:
+    big = _scaled(MODEL, 1e30, np.float32)
+    with pytest.raises(NumericalError, match="float32"):
+        c.ov_circuit(big, "0.0")
+    with pytest.raises(NumericalError, match="float32"):
+        c.virtual_ov_circuit(big, "0.0", "1.0")
+
+
+def test_circuit_norm_of_a_float32_model_at_scale_1e6() -> None:
+    """‖W_U W_OV W_E‖ ≈ 1e24 is a float32 number, but the sum of squares is not."""
+    base = AttnOnlyTransformer.random(CFG, seed=3)
+    norm = c.ov_circuit(_scaled(base, 1e6, np.float32), "1.1").norm()
+    assert norm == pytest.approx(c.ov_circuit(base, "1.1").norm() * 1e24, rel=1e-5)

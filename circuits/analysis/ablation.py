@@ -25,10 +25,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .._arrays import FloatArray
+from .._arrays import FloatArray, as_real_array
+from .._checks import is_int
 from ..config import HeadRef
 from ..errors import AnalysisError
-from ..model import ActivationCache, AttnOnlyTransformer, validate_tokens
+from ..model import ActivationCache, AttnOnlyTransformer, as_cache, token_ids, validate_tokens
 from ..paths import PathExpansion, path_expansion
 from .attribution import Circuit, circuit_paths
 
@@ -54,8 +55,8 @@ def next_token_loss(logits: Any, tokens: Any, *, positions: Any = None) -> float
     :math:`\log\operatorname{softmax}` is taken as :math:`z - \max z - \log\sum e^{z - \max z}`,
     finite for logits of any finite size.
     """
-    values = np.asarray(logits, dtype=np.float64)
-    ids = np.asarray(tokens)
+    values = as_real_array(logits, "logits", dtype=np.dtype(np.float64), copy=False)
+    ids = token_ids(tokens, "tokens", values.shape[-1] if values.ndim else None)
     if values.ndim == 2:
         values, ids = values[None], ids[None]
     if values.ndim != 3 or ids.shape != values.shape[:2] or ids.shape[1] < 2:
@@ -99,7 +100,7 @@ def frozen_forward(
 def ablate_heads(
     model: AttnOnlyTransformer,
     tokens: Any,
-    heads: Iterable[HeadRef],
+    heads: Iterable[HeadRef] | HeadRef,
     *,
     method: Method = "zero",
     patterns: Patterns = "recomputed",
@@ -107,6 +108,7 @@ def ablate_heads(
 ) -> FloatArray:
     """Logits ``[batch, pos, d_vocab]`` on ``tokens`` with ``heads`` ablated (module docstring).
 
+    ``heads``: names ``"l.h"`` or pairs ``(layer, head)``, or one such head alone.
     ``method``: ``"zero"`` or ``"mean"`` (mean output over ``reference`` tokens, default
     ``tokens``); ``patterns``: ``"recomputed"`` or ``"frozen"`` (those of the clean run).
     """
@@ -200,6 +202,8 @@ def order_importance(
     batched = _batched(model, tokens)
     _, cache = model.run_with_cache(batched)
     expansion = path_expansion(model)
+    if not (max_order is None or (is_int(max_order) and max_order >= 0)):
+        raise AnalysisError(f"max_order must be an integer ≥ 0 or None, got {max_order!r}")
     last = model.cfg.n_layers if max_order is None else min(int(max_order), model.cfg.n_layers)
     rows, previous = [], float(np.log(model.cfg.d_vocab))
     logits = np.zeros((*batched.shape, model.cfg.d_vocab), dtype=model.dtype)
@@ -237,9 +241,8 @@ def _batched(model: AttnOnlyTransformer, tokens: Any) -> Any:
 
 
 def _check_patterns(model: AttnOnlyTransformer, tokens: Any, patterns: ActivationCache) -> None:
-    if not isinstance(patterns, ActivationCache):
-        raise AnalysisError(f"patterns: expected an ActivationCache, got {type(patterns).__name__}")
-    if patterns.model.cfg != model.cfg or patterns.tokens.shape != tokens.shape:
+    cache = as_cache(patterns, "patterns")
+    if cache.model.cfg != model.cfg or cache.tokens.shape != tokens.shape:
         raise AnalysisError(
             f"patterns: a cache of shape {list(patterns.tokens.shape)} from a model with "
             f"{patterns.model.cfg} cannot freeze a run of shape {list(tokens.shape)} of {model.cfg}"
@@ -262,7 +265,7 @@ def _mean_outputs(
 def _ablated_logits(
     model: AttnOnlyTransformer,
     clean: ActivationCache,
-    heads: Iterable[HeadRef],
+    heads: Iterable[HeadRef] | HeadRef,
     means: FloatArray | None,
     patterns: str,
 ) -> FloatArray:
@@ -270,7 +273,7 @@ def _ablated_logits(
     if patterns not in ("recomputed", "frozen"):
         raise AnalysisError(f"patterns must be 'recomputed' or 'frozen', got {patterns!r}")
     W_O, b_O = np.array(model.W_O), np.array(model.b_O)
-    for layer, head in {model.cfg.resolve_head(head) for head in heads}:
+    for layer, head in model.cfg.resolve_heads(heads):
         W_O[layer, head] = 0.0
         if means is not None:
             b_O[layer] += means[layer, head]

@@ -29,9 +29,9 @@ import numpy as np
 from .._arrays import FloatArray
 from .._streams import PathAlgebra
 from ..config import head_name
-from ..errors import AnalysisError
+from ..errors import AnalysisError, PathError
 from ..graph import EMBED, POS_EMBED, bias_node
-from ..model import ActivationCache
+from ..model import ActivationCache, as_cache
 from ..paths import Contributions, PathContributions, PathExpansion, PathTerm
 
 __all__ = ["Circuit", "Component", "circuit_recovery", "head_attribution"]
@@ -61,7 +61,7 @@ def head_attribution(cache: ActivationCache, targets: Any) -> Contributions[Comp
     exactly to the model's logits at the targets (module docstring); index the result with a name
     (``result["1.4"]``) and rank components with ``result.ranked()``.
     """
-    model = cache.model
+    model = as_cache(cache).model
     target_ids = PathAlgebra(model, cache).targets(targets)
     rows = model.W_U[target_ids]  # [batch, pos, d]
 
@@ -103,13 +103,15 @@ def circuit_recovery(
     for everything the full model adds over the baseline, 0 when it adds nothing to it. Usual
     baselines: the direct paths (``path_expansion(model).filter(order=0)``), the bias paths.
     """
-    keep = contributions.default_mask() if mask is None else np.asarray(mask, dtype=bool)
-    if keep.shape != contributions.values.shape[1:]:
+    if not isinstance(contributions, PathContributions):
         raise AnalysisError(
-            f"mask: expected booleans of shape {list(contributions.values.shape[1:])}, "
-            f"got shape {list(keep.shape)}"
+            "contributions: expected the PathContributions of a path expansion "
+            f"(expansion.contributions(cache, targets)), got {type(contributions).__name__}"
         )
-    means = contributions.values[:, keep].mean(axis=1)  # one mean per term
+    try:
+        means = contributions.means(mask)  # one mean per term
+    except PathError as error:
+        raise AnalysisError(str(error)) from None
     full = float(means.sum())
     part = _mean_of(contributions, means, circuit)
     base = 0.0 if baseline is None else _mean_of(contributions, means, baseline)
@@ -126,7 +128,19 @@ def circuit_paths(circuit: Circuit, terms: Iterable[PathTerm]) -> set[tuple[str,
         return {term.path for term in circuit}
     if callable(circuit):
         return {term.path for term in terms if circuit(term)}
-    return {term.path for term in circuit}
+    given: object = circuit
+    items: list[object] | None = (
+        list(given) if isinstance(given, Iterable) and not isinstance(given, str) else None
+    )
+    if items is None:
+        raise AnalysisError(f"{_CIRCUIT_HINT}, got {type(given).__name__}")
+    wrong = sorted({type(item).__name__ for item in items if not isinstance(item, PathTerm)})
+    if wrong:
+        raise AnalysisError(f"{_CIRCUIT_HINT}, got items of type {', '.join(wrong)}")
+    return {term.path for term in items if isinstance(term, PathTerm)}
+
+
+_CIRCUIT_HINT = "a circuit is a PathExpansion, a collection of PathTerms or a predicate on terms"
 
 
 def _mean_of(contributions: PathContributions, means: FloatArray, circuit: Circuit) -> float:

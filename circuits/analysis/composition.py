@@ -38,12 +38,12 @@ estimate of the mean score of heads with Gaussian factors of the model's shapes 
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 
-from .._arrays import FloatArray
-from .._checks import is_int
+from .._arrays import FloatArray, unit_scaled
+from .._checks import is_int, random_generator
 from ..errors import AnalysisError
 from ..model import AttnOnlyTransformer
 from ._heads import writer_reader_tensor
@@ -80,7 +80,7 @@ def all_composition_scores(
 
     Returns a dict from kind (``"Q"``, ``"K"``, ``"V"``) to ``[n_layers, n_heads, n_layers, n_heads]``.
     """
-    kinds = tuple(dict.fromkeys(_check_kind(kind) for kind in kinds))
+    kinds = _check_kinds(kinds)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     if L < 2:
         return {kind: np.full((L, H, L, H), np.nan, dtype=model.dtype) for kind in kinds}
@@ -108,7 +108,7 @@ def composition_baseline(
         return 1.0 / math.sqrt(d)
     if not (is_int(n_samples) and n_samples >= 1):
         raise AnalysisError(f"n_samples must be an integer ≥ 1 or None, got {n_samples!r}")
-    rng = np.random.default_rng(seed)
+    rng = random_generator(seed)
     total = 0.0
     for start in range(0, n_samples, _CHUNK):  # bounded memory at real sizes
         size = min(_CHUNK, n_samples - start)
@@ -131,6 +131,19 @@ def relative_composition_scores(
 
 
 # ---------------------------------------------------------------------- internals
+def _check_kinds(kinds: Any) -> tuple[str, ...]:
+    """The distinct kinds asked for, at least one."""
+    try:
+        chosen = tuple(dict.fromkeys(_check_kind(kind) for kind in kinds))
+    except TypeError:
+        chosen = ()
+    if not chosen:
+        raise AnalysisError(
+            f"kinds: expected a non-empty collection of {COMPOSITION_KINDS}, got {kinds!r}"
+        )
+    return chosen
+
+
 def _check_kind(kind: object) -> str:
     name = kind.upper() if isinstance(kind, str) else kind
     if name not in COMPOSITION_KINDS:
@@ -153,15 +166,28 @@ def _whitened_readers(model: AttnOnlyTransformer, kind: str) -> FloatArray:
 
 
 def _whiten_reader(left: FloatArray, reading: FloatArray) -> FloatArray:
-    r""":math:`R_L\,\text{reading}` with :math:`R_L^T R_L = L^T L`, so :math:`\|L X\| = \|R_L X\|` for any X."""
-    result: FloatArray = _gram_root(left) @ reading
+    r""":math:`R_L\,\text{reading}` with :math:`R_L^T R_L = L^T L`, so :math:`\|L X\| = \|R_L X\|` for any X.
+
+    Each factor is first scaled exactly by a power of two (scores do not depend on the scale of
+    either), so that no product overflows the dtype.
+    """
+    result: FloatArray = _gram_root(_scaled(left)) @ _scaled(reading)
     return result
 
 
 def _whiten_writer(out: FloatArray, value: FloatArray) -> FloatArray:
-    r""":math:`O R_V^T` with :math:`R_V^T R_V = V V^T`, so :math:`\|X O V\| = \|X O R_V^T\|` for any X."""
-    result: FloatArray = out @ _gram_root(value.swapaxes(-1, -2)).swapaxes(-1, -2)
+    r""":math:`O R_V^T` with :math:`R_V^T R_V = V V^T`, so :math:`\|X O V\| = \|X O R_V^T\|` for any X.
+
+    Factors scaled as in :func:`_whiten_reader`.
+    """
+    root = _gram_root(_scaled(value).swapaxes(-1, -2)).swapaxes(-1, -2)
+    result: FloatArray = _scaled(out) @ root
     return result
+
+
+def _scaled(factors: FloatArray) -> FloatArray:
+    """Each matrix of a stack ``[…, a, b]`` divided by the power of two just above its largest entry."""
+    return unit_scaled(factors, axes=(-2, -1))[0]
 
 
 def _gram_root(factor: FloatArray) -> FloatArray:

@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .._arrays import FloatArray
-from .._checks import is_int
+from .._checks import is_int, random_generator
 from ..config import head_name
 from ..errors import AnalysisError
 from ..model import ActivationCache, AttnOnlyTransformer
@@ -66,7 +66,7 @@ def repeated_random_tokens(
     seq_len = _check_seq_len(model, seq_len, allowed.size)
     if not (is_int(n_samples) and n_samples >= 1):
         raise AnalysisError(f"n_samples must be an integer ≥ 1, got {n_samples!r}")
-    rng = np.random.default_rng(seed)
+    rng = random_generator(seed)
     runs = np.stack([rng.choice(allowed, size=seq_len, replace=False) for _ in range(n_samples)])
     parts = [runs, runs]
     if model.bos_token is not None:

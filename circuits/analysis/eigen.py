@@ -10,8 +10,9 @@ its ``k × k`` core :math:`B A`. So for the ``V × V`` circuits of a head,
   :math:`(W_K^{h_2} W_O^{h_1})\,(W_V^{h_1} W_E W_E^T W_Q^{h_2\,T})`,
 
 and the only products over the vocabulary are the two ``d × d`` Gram matrices :math:`W_E W_U` and
-:math:`W_E W_E^T`, each costing one ``d × V × d`` product (in the model's dtype), shared by every
-head; the small products after them are in float64.
+:math:`W_E W_E^T`, each costing one ``d × V × d`` product (in the model's dtype, of factors scaled
+exactly by powers of two so that it cannot overflow), shared by every head; the small products
+after them are in float64.
 
 The summary of a spectrum is its **positivity** :math:`\operatorname{Re}\sum\lambda / \sum|\lambda|
 \in [-1, 1]`: 1 when every eigenvalue is positive (the OV circuit copies, the QK circuit attends
@@ -28,7 +29,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .._arrays import FloatArray
+from .._arrays import FloatArray, unit_scaled
+from .._checks import is_int
+from ..errors import AnalysisError, NumericalError
 from ..model import AttnOnlyTransformer
 from ._heads import positional_embedding, writer_reader_tensor
 
@@ -51,6 +54,17 @@ def eigenvalue_positivity(eigenvalues: Any, axis: int = -1) -> FloatArray:
     NaN eigenvalues (undefined entries) give NaN.
     """
     values = np.asarray(eigenvalues)
+    if values.dtype.kind not in "biufc" or values.ndim == 0:
+        raise AnalysisError(
+            f"eigenvalues: expected an array of numbers, got {values.dtype} of shape "
+            f"{list(values.shape)}"
+        )
+    if not (is_int(axis) and -values.ndim <= axis < values.ndim):
+        raise AnalysisError(
+            f"axis {axis!r} out of range for eigenvalues of shape {list(values.shape)}"
+        )
+    if np.any(np.isinf(values)):
+        raise NumericalError("eigenvalues: an infinite eigenvalue has no positivity")
     numerator = np.real(np.sum(values, axis=axis))
     denominator = np.sum(np.abs(values), axis=axis)
     result: FloatArray = np.full(numerator.shape, np.nan, dtype=numerator.dtype)
@@ -64,7 +78,7 @@ def ov_eigenvalues(model: AttnOnlyTransformer) -> ComplexArray:
     The ``d_head`` eigenvalues of the core :math:`W_V (W_E W_U) W_O`, sorted by decreasing modulus;
     the ``V − d_head`` further eigenvalues of the circuit are 0.
     """
-    gram = _wide(model.W_E @ model.W_U)  # d × d, the one product over the vocabulary
+    gram = _gram(model.W_E, model.W_U)  # d × d, the one product over the vocabulary
     return _sorted_eigenvalues(model.W_V @ gram @ model.W_O)
 
 
@@ -85,7 +99,7 @@ def qk_eigenvalues(model: AttnOnlyTransformer, *, positional: bool = False) -> C
     are these circuits divided by ``attn_scale``.
     """
     embedding = positional_embedding(model) if positional else model.W_E
-    gram = _wide(embedding @ embedding.T)
+    gram = _gram(embedding, embedding.T)
     return _sorted_eigenvalues(model.W_K @ gram @ model.W_Q.swapaxes(-1, -2))
 
 
@@ -111,7 +125,7 @@ def k_composition_eigenvalues(model: AttnOnlyTransformer) -> ComplexArray:
     L, H, k = cfg.n_layers, cfg.n_heads, cfg.d_head
     if L < 2:
         return np.full((L, H, L, H, k), np.nan, dtype=complex)
-    gram = _wide(model.W_E @ model.W_E.T)
+    gram = _gram(model.W_E, model.W_E.T)
     keys, queries = _stacked(model.W_K[1:]), _stacked(model.W_Q[1:])  # readers: [(L-1)H·k, d]
     outs, values = _stacked(model.W_O[:-1].swapaxes(-1, -2)), _stacked(model.W_V[:-1])  # writers
     n = (L - 1) * H
@@ -136,19 +150,24 @@ def prefix_matching_scores(model: AttnOnlyTransformer) -> FloatArray:
 # ---------------------------------------------------------------------- internals
 def _sorted_eigenvalues(cores: FloatArray) -> ComplexArray:
     """Eigenvalues of a stack of square cores ``[…, k, k]``, each sorted by decreasing modulus."""
+    if not np.all(np.isfinite(cores)):
+        raise NumericalError("the eigenvalue cores exceed the range of float64")
     values = np.linalg.eigvals(cores).astype(complex)
     order = np.argsort(-np.abs(values), axis=-1, kind="stable")
     result: ComplexArray = np.take_along_axis(values, order, axis=-1)
     return result
 
 
-def _wide(gram: FloatArray) -> FloatArray:
-    """A ``d × d`` Gram matrix in float64: the small products after it cannot overflow float32."""
-    result: FloatArray = gram.astype(np.float64)
+def _gram(left: FloatArray, right: FloatArray) -> FloatArray:
+    """``left @ right`` (``d × V × d``) in float64, multiplied in the model's dtype from factors
+    scaled exactly by powers of two (no overflow), then scaled back in float64."""
+    (a, exp_a), (b, exp_b) = unit_scaled(left), unit_scaled(right)
+    with np.errstate(over="ignore"):  # only beyond float64; the cores are checked
+        result: FloatArray = np.ldexp((a @ b).astype(np.float64), exp_a + exp_b)
     return result
 
 
 def _stacked(factors: FloatArray) -> FloatArray:
-    """``[L, H, k, d]`` → ``[L·H·k, d]``: every head's rows, head after head."""
-    result: FloatArray = factors.reshape(-1, factors.shape[-1])
+    """``[L, H, k, d]`` → ``[L·H·k, d]`` in float64: every head's rows, head after head."""
+    result: FloatArray = factors.reshape(-1, factors.shape[-1]).astype(np.float64)
     return result

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._arrays import FloatArray
+from .._arrays import FloatArray, checked_product
 from .._checks import is_int
 from ..config import HeadRef
 from ..errors import AnalysisError
@@ -117,7 +117,9 @@ def top_entries(
     :data:`BLOCK_ENTRIES` entries whatever the shape; the time is that of the full product.
     """
     k = _check_k(k)
-    rows, cols = matrix.shape
+    rows, cols = _check_matrix(matrix).shape
+    _check_labels(row_labels, rows, "row_labels")
+    _check_labels(col_labels, cols, "col_labels")
     sign = 1.0 if largest else -1.0
     block = max(1, BLOCK_ENTRIES // max(cols, 1))
     best_values = np.empty(0)
@@ -145,7 +147,8 @@ def top_diagonal(
 ) -> list[Entry]:
     r"""The ``k`` largest (or smallest) diagonal entries :math:`\sum_j A_{tj} B_{jt}`, best first."""
     k = _check_k(k)
-    n = min(matrix.shape)
+    n = min(_check_matrix(matrix).shape)
+    _check_labels(labels, n, "labels")
     diagonal = np.einsum("ij,ji->i", matrix.A[:n], matrix.B[:, :n])
     sign = 1.0 if largest else -1.0
     keep = _top_indices(sign * diagonal, k)
@@ -164,6 +167,7 @@ def column_top(
 ) -> list[Entry]:
     """The ``k`` largest (or smallest) entries of column ``col``: e.g. for an OV circuit, the
     output tokens whose logits attending to source token ``col`` raises most. Cost ``O(rows · k)``."""
+    _check_labels(col_labels, _check_matrix(matrix).shape[1], "col_labels")
     if not (is_int(col) and 0 <= col < matrix.shape[1]):
         raise AnalysisError(
             f"column {col!r} out of range: the matrix has {matrix.shape[1]} columns"
@@ -210,7 +214,10 @@ def attended_offsets(model: AttnOnlyTransformer, head: HeadRef) -> np.ndarray[An
 # ---------------------------------------------------------------------- internals
 def _sandwich(left: FloatArray, middle: FactoredMatrix, right: FloatArray) -> FactoredMatrix:
     """``left · (A B) · right`` as the factors ``(left A, B right)``: the inner dimension stays ``k``."""
-    return FactoredMatrix(left @ middle.A, middle.B @ right)
+    return FactoredMatrix(
+        checked_product(left, middle.A, "of the circuit's left factor"),
+        checked_product(middle.B, right, "of the circuit's right factor"),
+    )
 
 
 def _qk(model: AttnOnlyTransformer, head: HeadRef) -> FactoredMatrix:
@@ -225,6 +232,22 @@ def _check_k(k: int) -> int:
     if not (is_int(k) and k >= 1):
         raise AnalysisError(f"k must be an integer ≥ 1, got {k!r}")
     return int(k)
+
+
+def _check_matrix(matrix: object) -> FactoredMatrix:
+    if not isinstance(matrix, FactoredMatrix):
+        raise AnalysisError(
+            f"expected a FactoredMatrix (a circuit), got {type(matrix).__name__}; a dense matrix M "
+            "is FactoredMatrix(M, numpy.eye(M.shape[1]))"
+        )
+    return matrix
+
+
+def _check_labels(labels: Sequence[str] | None, count: int, name: str) -> None:
+    """``labels`` is ``None`` or names each of ``count`` rows (or columns)."""
+    if labels is not None and not (hasattr(labels, "__len__") and len(labels) == count):
+        size = len(labels) if hasattr(labels, "__len__") else repr(labels)
+        raise AnalysisError(f"{name}: expected {count} labels, one per index, got {size}")
 
 
 def _top_indices(values: FloatArray, k: int) -> np.ndarray[Any, Any]:
