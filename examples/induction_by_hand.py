@@ -77,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--n-ctx", type=int, default=16)
     args = parser.parse_args(argv)
     V, n = args.vocab, args.n_ctx
+    length = min(n, V + 1)  # BOS, distinct ordinary tokens, then a repeat of the one at position 3
+    if length < 5:
+        parser.error("the example sequence needs --vocab ≥ 4 and --n-ctx ≥ 5")
 
     section("1. build")
     spec = by_hand(V, n, beta=20.0, gamma=20.0)
@@ -94,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     section("2. run")
     rng = np.random.default_rng(0)
-    tokens = np.concatenate([[0], rng.choice(np.arange(1, V), size=n - 2, replace=False), [0]])
+    tokens = np.concatenate([[0], rng.choice(np.arange(1, V), size=length - 2, replace=False), [0]])
     tokens[-1] = tokens[3]  # the last token occurred once before, at position 3
     logits, cache = model.run_with_cache(tokens)
     i = len(tokens) - 1

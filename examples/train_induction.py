@@ -20,7 +20,7 @@ Run with the project's ``train`` extra (``pip install -e '.[train]'``)::
     python examples/train_induction.py              # writes circuits/zoo/attn2l-induction.*
 
 The run is seeded and reproducible: the same arguments, thread count and torch version give the same
-weights bit for bit. Training takes about two minutes on one CPU thread. The export is checked:
+weights bit for bit. Training takes three to four minutes on one CPU thread. The export is checked:
 logits of ``AttnOnlyTransformer.forward`` on the saved float32 weights must match the torch
 model's (the largest difference is logged). Head roles are written into the model's metadata
 only as found by ``circuits.detect_heads`` on the exported weights. The log keeps, every
@@ -40,8 +40,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
+
+try:
+    import torch
+except ImportError:  # the script's only extra dependency: say how to get it
+    sys.exit("train_induction.py needs PyTorch: pip install -e '.[train]'")
 
 import circuits
 
