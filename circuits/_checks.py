@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +24,13 @@ def is_real(value: object) -> bool:
 def is_positive_finite(value: object) -> bool:
     """True for a real number that is finite and > 0."""
     return is_real(value) and math.isfinite(float(value)) and float(value) > 0  # type: ignore[arg-type]
+
+
+def one_or_many(value: object) -> list[Any]:
+    """A collection as a list; a string or any other single value as a list of itself."""
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        return [value]
+    return list(value)
 
 
 def random_generator(seed: object) -> np.random.Generator:

@@ -67,7 +67,7 @@ from typing import Any, Literal
 import networkx as nx
 import numpy as np
 
-from ._checks import is_int
+from ._checks import is_int, one_or_many
 from .config import head_name, parse_head
 from .errors import ConfigError, HeadError, PathError
 from .model import AttnOnlyTransformer
@@ -122,11 +122,15 @@ class NodeInfo:
         return head_name(self.layer, self.head)
 
 
-@lru_cache(maxsize=4096)
 def parse_node(name: str) -> NodeInfo:
     """Decode a node name (``"embed"``, ``"b_V[1.4]"``, ``"1.4"``, …); see the module docstring."""
     if not isinstance(name, str):
         raise PathError(f"node names are strings, got {name!r}")
+    return _parse_node(name)
+
+
+@lru_cache(maxsize=4096)
+def _parse_node(name: str) -> NodeInfo:
     fixed = {
         EMBED: NodeInfo(name, "source", "token", "W_E", None, None),
         POS_EMBED: NodeInfo(name, "source", "position", "W_P", None, None),
@@ -168,6 +172,8 @@ def computation_graph(model: AttnOnlyTransformer, *, biases: BiasPolicy = "nonze
     """The DAG of sources, heads and the unembedding of ``model`` (see the module docstring)."""
     if biases not in ("nonzero", "all", "none"):
         raise ConfigError(f"biases must be 'nonzero', 'all' or 'none', got {biases!r}")
+    if not isinstance(model, AttnOnlyTransformer):
+        raise ConfigError(f"expected an AttnOnlyTransformer, got {type(model).__name__}")
     cfg = model.cfg
     graph = nx.DiGraph(
         model=model,
@@ -348,7 +354,11 @@ def _resolve(
     order: int | Iterable[int] | None,
     through: Iterable[str | tuple[int, int]] | str | None,
 ) -> _Walk:
-    if target not in graph:
+    if not isinstance(graph, nx.DiGraph):
+        raise PathError(
+            f"expected the graph of computation_graph(model), got {type(graph).__name__}"
+        )
+    if not isinstance(target, str) or target not in graph:
         raise PathError(f"target {target!r} is not a node of the graph")
     role = graph.nodes[target].get("role")
     if role == "source":
@@ -379,9 +389,9 @@ def source_nodes(graph: nx.DiGraph, source: str | Iterable[str] | None = None) -
     all_sources = [n for n, d in graph.nodes(data=True) if d.get("role") == "source"]
     if source is None:
         return tuple(all_sources)
-    wanted = {source} if isinstance(source, str) else set(source)
+    wanted = one_or_many(source)
     for name in wanted:
-        if name not in SOURCE_PARTS and name not in all_sources:
+        if not isinstance(name, str) or (name not in SOURCE_PARTS and name not in all_sources):
             raise PathError(
                 f"source {name!r} is neither a source node of the graph ({_preview(all_sources)})"
                 f" nor a part {SOURCE_PARTS}"
@@ -393,7 +403,7 @@ def order_set(order: int | Iterable[int] | None) -> frozenset[int] | None:
     """A path order (number of heads) or collection of orders as a set; ``None`` stays ``None``."""
     if order is None:
         return None
-    values: list[Any] = [order] if is_int(order) else list(order)  # type: ignore[arg-type]
+    values = one_or_many(order)
     if not all(is_int(v) and v >= 0 for v in values):
         raise PathError(f"order must be an integer ≥ 0 or a collection of them, got {order!r}")
     return frozenset(int(v) for v in values)
@@ -405,11 +415,15 @@ def head_set(
     """Heads given by name ``"l.h"`` or as ``(layer, head)``, checked to be heads of ``graph``."""
     if through is None:
         return frozenset()
-    items = [through] if isinstance(through, str) else list(through)
     names = []
-    for item in items:
-        name = head_name(*item) if isinstance(item, tuple) else item
-        if name not in graph or graph.nodes[name].get("role") != "head":
+    for item in one_or_many(through):
+        pair = isinstance(item, tuple) and len(item) == 2 and all(is_int(i) for i in item)
+        name = head_name(*item) if pair else item
+        if (
+            not isinstance(name, str)
+            or name not in graph
+            or graph.nodes[name].get("role") != "head"
+        ):
             raise PathError(f"{item!r} is not a head of the graph (heads are named 'l.h')")
         names.append(name)
     return frozenset(names)

@@ -45,6 +45,7 @@ import numpy as np
 import sympy as sp
 
 from ._arrays import FloatArray
+from ._checks import one_or_many
 from ._streams import IntArray, PathAlgebra, Stream
 from .config import parse_head
 from .errors import ConfigError, PathError
@@ -101,7 +102,7 @@ def as_set(value: Any, name: str, allowed: Sequence[Any]) -> frozenset[Any] | No
     """``value`` (one item or a collection) as a set of allowed items; ``None`` stays ``None``."""
     if value is None:
         return None
-    items = frozenset([value] if isinstance(value, str) else value)
+    items = frozenset(one_or_many(value))
     unknown = sorted(str(item) for item in items if item not in allowed)
     if unknown:
         raise PathError(f"{name}: unknown value(s) {unknown}; expected some of {list(allowed)}")
@@ -363,7 +364,7 @@ class PathContributions(Contributions[PathTerm]):
     def _key(self, key: Any) -> Hashable:
         if isinstance(key, PathTerm):
             return key.path
-        path = tuple(key)
+        path = tuple(one_or_many(key))
         return path if path and path[-1] == UNEMBED else (*path, UNEMBED)
 
 
@@ -387,6 +388,15 @@ class _Filter:
             and (self.kinds is None or path_kind(path) in self.kinds)
             and all(predicate(term) for predicate in self.predicates)
         )
+
+
+def checked_predicate(where: Any) -> tuple[Callable[[Any], bool], ...]:
+    """``(where,)`` for a predicate on terms, ``()`` for ``None``."""
+    if where is None:
+        return ()
+    if not callable(where):
+        raise PathError(f"where: expected a predicate on terms (a function), got {where!r}")
+    return (where,)
 
 
 def meet(current: frozenset[Any] | None, new: frozenset[Any] | None) -> frozenset[Any] | None:
@@ -457,7 +467,7 @@ class PathExpansion(Expansion[PathTerm]):
         path = nodes if nodes and nodes[-1] == UNEMBED else (*nodes, UNEMBED)
         term = PathTerm(path, self._context)
         if not (self._is_graph_path(path) and self._filters.admits(path, term)):
-            raise PathError(f"{' → '.join(path)} is not a path of this expansion")
+            raise PathError(f"{' → '.join(map(str, path))} is not a path of this expansion")
         return term
 
     def _is_graph_path(self, path: tuple[str, ...]) -> bool:
@@ -492,7 +502,7 @@ class PathExpansion(Expansion[PathTerm]):
             orders=meet(f.orders, order_set(order)),
             through=f.through | head_set(self.graph, through),
             kinds=meet(f.kinds, as_set(kind, "kind", KINDS)),
-            predicates=f.predicates + ((where,) if where is not None else ()),
+            predicates=f.predicates + checked_predicate(where),
         )
         return PathExpansion(self._context, filters)
 

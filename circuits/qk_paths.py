@@ -38,6 +38,7 @@ import networkx as nx
 import numpy as np
 
 from ._arrays import FloatArray
+from ._checks import one_or_many
 from ._streams import PathAlgebra
 from .config import head_name
 from .errors import PathError
@@ -57,6 +58,7 @@ from .paths import (
     ExpansionContext,
     Term,
     as_set,
+    checked_predicate,
     head_sums,
     meet,
     placeholders,
@@ -285,7 +287,8 @@ class QKExpansion(Expansion[QKTerm]):
 
         A :class:`~circuits.errors.PathError` if the pair is not one of this expansion's terms.
         """
-        q, k = (tuple(p) if p and p[-1] == self.name else (*p, self.name) for p in (query, key))
+        q, k = (tuple(one_or_many(p)) for p in (query, key))
+        q, k = (p if p and p[-1] == self.name else (*p, self.name) for p in (q, k))
         term = QKTerm(q, k, self._context)
         sides = {
             which: {path for composed in (False, True) for path in self._sides(which, composed)}
@@ -322,7 +325,7 @@ class QKExpansion(Expansion[QKTerm]):
             query=f.query.narrowed(self.graph, query_source, query_order, query_through),
             key=f.key.narrowed(self.graph, key_source, key_order, key_through),
             kinds=f.kinds if kinds is None else f.kinds & kinds,
-            predicates=f.predicates + ((where,) if where is not None else ()),
+            predicates=f.predicates + checked_predicate(where),
         )
         return QKExpansion(self._context, self.layer, self.head, filters)
 

@@ -64,11 +64,12 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter
 
 from ._arrays import as_real_array
+from ._checks import is_int, is_real
 from .config import TransformerConfig, head_name
 from .errors import PathError, ShapeError, WeightError
 from .factored import FactoredMatrix
 from .graph import UNEMBED, parse_node
-from .model import ActivationCache
+from .model import ActivationCache, as_cache
 
 __all__ = [
     "ALPHA",
@@ -350,6 +351,8 @@ def substitute(expr: sp.Basic, values: Mapping[str, Any]) -> Any:
     (:class:`~circuits.FactoredMatrix`), otherwise as an array. Any sympy value makes the result
     an exact sympy ``ImmutableMatrix`` (scalars included: ``2 M`` stays ``2 M``, not ``2.0 M``).
     """
+    if not isinstance(values, Mapping):
+        raise WeightError(f"values: expected a mapping of symbol names to values, got {values!r}")
     bound = dict(values)
     for symbol in expr.atoms(sp.MatrixSymbol):
         if str(symbol.name) in values:
@@ -399,14 +402,22 @@ def _value(symbol: sp.MatrixSymbol, values: Mapping[str, Any]) -> Any:
     if name not in values:
         raise WeightError(f"no value given for the symbol {name!r}")
     value = values[name]
-    if isinstance(value, (FactoredMatrix, sp.MatrixBase)):
-        return value if isinstance(value, FactoredMatrix) else sp.ImmutableMatrix(value)
-    array = as_real_array(value, name, copy=False)
-    if array.ndim == 1:
-        array = array[:, None]
-    if array.ndim != 2:
-        raise ShapeError(f"{name}: expected a matrix or a vector, got shape {list(array.shape)}")
-    return array
+    if isinstance(value, FactoredMatrix):
+        result: Any = value
+    elif isinstance(value, sp.MatrixBase):
+        result = sp.ImmutableMatrix(value)
+    else:
+        result = as_real_array(value, name, copy=False)
+        result = result[:, None] if result.ndim == 1 else result
+        if result.ndim != 2:
+            raise ShapeError(
+                f"{name}: expected a matrix or a vector, got shape {list(result.shape)}"
+            )
+    declared = [dim if _known(dim) else values.get(str(dim)) for dim in symbol.shape]
+    pairs = zip(declared, result.shape, strict=True)
+    if any(size is not None and int(size) != actual for size, actual in pairs):
+        raise ShapeError(f"{name}: expected shape {list(symbol.shape)}, got {list(result.shape)}")
+    return result
 
 
 def _size(dim: Any, values: Mapping[str, Any]) -> int:
@@ -415,14 +426,23 @@ def _size(dim: Any, values: Mapping[str, Any]) -> int:
     name = str(dim)
     if name not in values:
         raise WeightError(f"no value given for the size {name!r} (e.g. the sequence length n)")
-    return int(values[name])
+    size = values[name]
+    if not (is_int(size) and size >= 1):
+        raise WeightError(f"the size {name} must be an integer ≥ 1, got {size!r}")
+    return int(size)
 
 
 def _scalar(coeff: sp.Expr, values: Mapping[str, Any]) -> sp.Expr:
     missing = sorted(str(s) for s in coeff.free_symbols if str(s) not in values)
     if missing:
         raise WeightError(f"no value given for the scalar(s) {missing}")
-    result: sp.Expr = coeff.subs({s: values[str(s)] for s in coeff.free_symbols})
+    given = {s: values[str(s)] for s in coeff.free_symbols}
+    wrong = {str(s): v for s, v in given.items() if not (is_real(v) or isinstance(v, sp.Expr))}
+    if wrong:
+        raise WeightError(f"scalars are numbers or sympy expressions, got {wrong}")
+    result: sp.Expr = coeff.subs(given)
+    if result.has(sp.zoo, sp.oo, -sp.oo, sp.nan):
+        raise WeightError(f"the scalar {coeff} is not finite at {given}")
     return result
 
 
@@ -503,18 +523,30 @@ def weight_values(weights: Mapping[str, Any], cfg: TransformerConfig) -> dict[st
             values[name] = weights[name]
     for layer in range(cfg.n_layers):
         if weights.get("b_O") is not None:
-            values[symbol_name("b_O", layer)] = weights["b_O"][layer]
+            values[symbol_name("b_O", layer)] = _entry(weights, "b_O", layer)
         for head in range(cfg.n_heads):
             owner = head_name(layer, head)
             for name in _HEAD_WEIGHTS:
                 if weights.get(name) is not None:
-                    values[symbol_name(name, owner)] = weights[name][layer][head]
+                    values[symbol_name(name, owner)] = _entry(weights, name, layer, head)
             pairs = {"W_QK": ("W_Q", "W_K"), "W_OV": ("W_O", "W_V")}
             for name, (left, right) in pairs.items():
                 a, b = values.get(symbol_name(left, owner)), values.get(symbol_name(right, owner))
                 if a is not None and b is not None:
                     values[symbol_name(name, owner)] = _pair(a.T if name == "W_QK" else a, b)
     return values
+
+
+def _entry(weights: Mapping[str, Any], name: str, *index: int) -> Any:
+    """``weights[name][l]`` or ``weights[name][l][h]``; a ShapeError if the stack is too small."""
+    entry = weights[name]
+    try:
+        for i in index:
+            entry = entry[i]
+    except (IndexError, KeyError, TypeError):
+        where = "".join(f"[{i}]" for i in index)
+        raise ShapeError(f"{name}: no entry {name}{where} (one per layer and head)") from None
+    return entry
 
 
 def _pair(left: Any, right: Any) -> Any:
@@ -525,8 +557,8 @@ def _pair(left: Any, right: Any) -> Any:
 
 def pattern_values(cache: ActivationCache, batch: int = 0) -> dict[str, Any]:
     """``A^{l.h}`` → the pattern of every head for sequence ``batch`` of ``cache``, and ``n``."""
-    tokens = cache.tokens
-    if not 0 <= batch < tokens.shape[0]:
+    tokens = as_cache(cache).tokens
+    if not (is_int(batch) and 0 <= batch < tokens.shape[0]):
         raise ShapeError(
             f"batch {batch!r} out of range: the cache holds {tokens.shape[0]} sequences"
         )

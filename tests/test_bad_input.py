@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import sympy as sp
 
 import circuits as c
 import circuits.analysis as ca
@@ -332,3 +333,110 @@ def test_circuit_norm_of_a_float32_model_at_scale_1e6() -> None:
     base = AttnOnlyTransformer.random(CFG, seed=3)
     norm = c.ov_circuit(_scaled(base, 1e6, np.float32), "1.1").norm()
     assert norm == pytest.approx(c.ov_circuit(base, "1.1").norm() * 1e24, rel=1e-5)
+
+
+# ---------------------------------------------------------------------- graph, paths, symbols
+_GRAPH = c.computation_graph(MODEL)
+_QK = c.qk_expansion(MODEL, "1.0")
+_A = sp.MatrixSymbol("A", 2, 3)
+
+PATHS: dict[str, Case] = {
+    "graph of None": (lambda: c.computation_graph(None), ConfigError, "got NoneType"),  # type: ignore[arg-type]
+    "paths of a model, not a graph": (
+        lambda: list(c.iter_paths(MODEL)),  # type: ignore[arg-type]
+        c.PathError,
+        "computation_graph.* got AttnOnlyTransformer",
+    ),
+    "source of an int": (lambda: c.count_paths(_GRAPH, source=5), c.PathError, "source 5"),  # type: ignore[arg-type]
+    "order of a float": (lambda: c.count_paths(_GRAPH, order=1.5), c.PathError, "got 1.5"),  # type: ignore[arg-type]
+    "through an int": (lambda: c.count_paths(_GRAPH, through=5), c.PathError, "5 is not a head"),  # type: ignore[arg-type]
+    "through a 1-tuple": (
+        lambda: c.count_paths(_GRAPH, through=[(0,)]),  # type: ignore[list-item]
+        c.PathError,
+        r"\(0,\) is not a head",
+    ),
+    "through a pair of strings": (
+        lambda: c.count_paths(_GRAPH, through=[("0", "1")]),  # type: ignore[list-item]
+        c.PathError,
+        r"\('0', '1'\) is not a head",
+    ),
+    "parse_node of a list": (lambda: c.graph.parse_node(["a"]), c.PathError, "strings"),  # type: ignore[arg-type]
+    "filter kind of an int": (lambda: _EXPANSION.filter(kind=5), c.PathError, r"\['5'\]"),  # type: ignore[arg-type]
+    "filter where not callable": (
+        lambda: _EXPANSION.filter(where=5),  # type: ignore[arg-type]
+        c.PathError,
+        "where: expected a predicate",
+    ),
+    "qk filter where not callable": (
+        lambda: _QK.filter(where="x"),  # type: ignore[arg-type]
+        c.PathError,
+        "where",
+    ),
+    "term of non-names": (lambda: _EXPANSION.term(5), c.PathError, "5 → unembed"),  # type: ignore[arg-type]
+    "contribution of an int": (lambda: _CONTRIBUTIONS[5], c.PathError, "no term 5"),
+    "qk term of None": (lambda: _QK.term(None, None), c.PathError, "no term"),  # type: ignore[arg-type]
+    "pattern_value batch float": (
+        lambda: next(iter(_EXPANSION)).pattern_value(CACHE, 1.5),  # type: ignore[arg-type]
+        ShapeError,
+        "batch 1.5",
+    ),
+    "pattern_values of None": (
+        lambda: c.symbolic.pattern_values(None),  # type: ignore[arg-type]
+        ConfigError,
+        "got NoneType",
+    ),
+    "substitute a wrong shape": (
+        lambda: c.symbolic.substitute(_A, {"A": np.ones((4, 4))}),
+        ShapeError,
+        r"A: expected shape \[2, 3\], got \[4, 4\]",
+    ),
+    "substitute a wrong sequence length": (
+        lambda: c.symbolic.substitute(
+            sp.MatrixSymbol("P", c.symbolic.SEQ_LEN, 1), {"P": np.ones((3, 1)), "n": 4}
+        ),
+        ShapeError,
+        r"P: expected shape \[n, 1\], got \[3, 1\]",
+    ),
+    "substitute n=2.5": (
+        lambda: c.symbolic.substitute(sp.Identity(c.symbolic.SEQ_LEN), {"n": 2.5}),
+        WeightError,
+        "integer ≥ 1, got 2.5",
+    ),
+    "substitute n=-1": (
+        lambda: c.symbolic.substitute(sp.Identity(c.symbolic.SEQ_LEN), {"n": -1}),
+        WeightError,
+        "got -1",
+    ),
+    "substitute alpha=0": (
+        lambda: c.symbolic.substitute(_A / c.symbolic.ALPHA, {"A": np.ones((2, 3)), "alpha": 0}),
+        WeightError,
+        "not finite",
+    ),
+    "substitute alpha of a string": (
+        lambda: c.symbolic.substitute(_A / c.symbolic.ALPHA, {"A": np.ones((2, 3)), "alpha": "x"}),
+        WeightError,
+        "numbers or sympy expressions",
+    ),
+    "substitute values None": (
+        lambda: c.symbolic.substitute(_A, None),  # type: ignore[arg-type]
+        WeightError,
+        "values: expected a mapping",
+    ),
+    "weight_values of too few layers": (
+        lambda: c.symbolic.weight_values({"W_Q": np.ones((1, 2, 3, 6))}, CFG),
+        ShapeError,
+        r"W_Q\[1\]\[0\]",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", PATHS.values(), ids=PATHS.keys())
+def test_paths_bad_input(case: Case) -> None:
+    _raises(*case)
+
+
+def test_single_nodes_index_contributions_and_qk_terms() -> None:
+    """A node name alone is a one-node path, not a sequence of characters."""
+    bias = c.path_expansion(MODEL.replace(b_U=np.ones(7))).contributions(CACHE, TOKENS)
+    np.testing.assert_array_equal(bias["b_U"], np.ones((2, 6)))
+    assert _QK.term("embed", "embed").key == (("embed", "1.0"), ("embed", "1.0"))
