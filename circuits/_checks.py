@@ -33,8 +33,15 @@ def one_or_many(value: object) -> list[Any]:
     return list(value)
 
 
-def random_generator(seed: object) -> np.random.Generator:
-    """``numpy.random.default_rng(seed)`` for an integer ``seed ≥ 0``, else a :class:`ConfigError`."""
+def check_seed(seed: object) -> int:
+    """``seed`` if it is an integer ``≥ 0`` (what ``numpy.random.default_rng`` takes), else a
+    :class:`ConfigError`."""
     if not (is_int(seed) and seed >= 0):  # type: ignore[operator]
         raise ConfigError(f"seed must be an integer ≥ 0, got {seed!r}")
-    return np.random.default_rng(int(seed))  # type: ignore[call-overload]
+    value: int = int(seed)  # type: ignore[call-overload]
+    return value
+
+
+def random_generator(seed: object) -> np.random.Generator:
+    """``numpy.random.default_rng(seed)`` for a seed accepted by :func:`check_seed`."""
+    return np.random.default_rng(check_seed(seed))

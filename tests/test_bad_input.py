@@ -27,6 +27,7 @@ from circuits import (
     TokenError,
     TransformerConfig,
     WeightError,
+    construct,
 )
 
 CFG = TransformerConfig(n_layers=2, n_heads=2, d_model=6, d_head=3, d_vocab=7, n_ctx=8)
@@ -440,3 +441,169 @@ def test_single_nodes_index_contributions_and_qk_terms() -> None:
     bias = c.path_expansion(MODEL.replace(b_U=np.ones(7))).contributions(CACHE, TOKENS)
     np.testing.assert_array_equal(bias["b_U"], np.ones((2, 6)))
     assert _QK.term("embed", "embed").key == (("embed", "1.0"), ("embed", "1.0"))
+
+
+# ---------------------------------------------------------------------- construction
+_LAYOUT = construct.ResidualLayout.of(
+    construct.Block.one_hot("tok", range(3)), construct.Block.one_hot("pos", range(4))
+)
+_MAP = construct.LinearMap.from_action(_LAYOUT, "tok", "tok")
+_FORM = construct.BilinearForm.from_action(_LAYOUT, "pos", "pos", lambda i: i - 1 if i else None)
+_HEAD = construct.HeadSpec(_FORM, _MAP)
+_SPEC = {
+    "layout": _LAYOUT,
+    "layers": ((_HEAD,),),
+    "vocab_size": 3,
+    "n_ctx": 4,
+    "position_block": "pos",
+    "readout_block": "tok",
+}
+_SYMBOLIC = c.induction_circuit(5, 5, beta0=sp.Symbol("b")).symbolic()
+
+CONSTRUCT: dict[str, Case] = {
+    "code seed < 0": (lambda: construct.random_code(3, 3, seed=-1), ConfigError, "got -1"),
+    "induction seed str": (
+        lambda: c.induction_model(5, 5, code="random", d_code=3, seed="x"),  # type: ignore[arg-type]
+        ConfigError,
+        "'x'",
+    ),
+    "induction d_code True": (
+        lambda: c.induction_model(5, 5, code="random", d_code=True),  # type: ignore[arg-type]
+        ConfigError,
+        "d_code, an integer ≥ 1; got True",
+    ),
+    "induction negative sympy scale": (
+        lambda: c.induction_circuit(5, 5, beta0=sp.Integer(-3)),
+        ConfigError,
+        "beta0 must be a finite number > 0 .* got -3",
+    ),
+    "induction infinite sympy scale": (
+        lambda: c.induction_circuit(5, 5, gamma=sp.zoo),
+        ConfigError,
+        "gamma",
+    ),
+    "coherence chunk 0": (lambda: construct.coherence(np.eye(3), chunk=0), c.LayoutError, "got 0"),
+    "coherence chunk < 0": (
+        lambda: construct.coherence(np.eye(3), chunk=-1),
+        c.LayoutError,
+        "got -1",
+    ),
+    "block labels None": (lambda: construct.Block.one_hot("a", None), c.LayoutError, "got None"),  # type: ignore[arg-type]
+    "block labels unhashable": (
+        lambda: construct.Block.one_hot("a", [[1], [2]]),
+        c.LayoutError,
+        "hashable",
+    ),
+    "block code with a zero direction": (
+        lambda: construct.Block.coded("a", ["x", "y"], [[1.0, 0.0], [0.0, 0.0]]),
+        c.LayoutError,
+        "label 'y' is zero",
+    ),
+    "action not callable": (
+        lambda: construct.LinearMap.from_action(_LAYOUT, "tok", "pos", 5),  # type: ignore[arg-type]
+        c.ConstructionError,
+        "action is a function, a mapping .* got 5",
+    ),
+    "action weight NaN": (
+        lambda: construct.LinearMap.from_action(_LAYOUT, "tok", "pos", lambda t: {t: float("nan")}),
+        c.ConstructionError,
+        "weight nan",
+    ),
+    "action weight str": (
+        lambda: construct.LinearMap.from_action(_LAYOUT, "tok", "pos", lambda t: {t: "x"}),
+        c.ConstructionError,
+        "weight 'x'",
+    ),
+    "scale overflowing": (lambda: _MAP * 1e300 * 1e300, c.ConstructionError, "got inf"),
+    "apply to a scalar": (
+        lambda: _MAP.apply(1.0),
+        c.LayoutError,
+        r"expected 7 rows, got shape \[\]",
+    ),
+    "apply to NaN": (lambda: _MAP.apply(np.full(7, np.nan)), WeightError, "x: contains"),
+    "score a short query": (
+        lambda: _FORM.score(np.ones(3), np.ones(7)),
+        ShapeError,
+        r"query: expected shape \[7\]",
+    ),
+    "substitute NaN": (
+        lambda: construct.LinearMap.from_action(_LAYOUT, "tok", "tok", scale=sp.Symbol("g")).matrix(
+            {"g": float("nan")}
+        ),
+        c.ConstructionError,
+        "finite real number, got nan",
+    ),
+    "substitute a pole": (
+        lambda: construct.LinearMap.from_action(
+            _LAYOUT, "tok", "tok", scale=1 / sp.Symbol("g")
+        ).matrix({"g": 0}),
+        c.ConstructionError,
+        "finite real number",
+    ),
+    "head of swapped maps": (
+        lambda: construct.HeadSpec(_MAP, _FORM),
+        c.ConstructionError,
+        "got LinearMap",
+    ),  # type: ignore[arg-type]
+    "factorise an array": (
+        lambda: construct.factorise(np.eye(3)),
+        c.ConstructionError,
+        "got ndarray",
+    ),  # type: ignore[arg-type]
+    "head_weights d_head str": (
+        lambda: construct.head_weights(_HEAD, "3"),  # type: ignore[arg-type]
+        c.ConstructionError,
+        "d_head must be an integer ≥ 1 or None, got '3'",
+    ),
+    "head_weights attn_scale 0": (
+        lambda: construct.head_weights(_HEAD, attn_scale=0.0),
+        c.ConstructionError,
+        "attn_scale .* got 0.0",
+    ),
+    "spec layers not nested": (
+        lambda: construct.CircuitSpec(**{**_SPEC, "layers": (_HEAD,)}),
+        c.ConstructionError,
+        "each a sequence of HeadSpec",
+    ),
+    "spec layers None": (
+        lambda: construct.CircuitSpec(**{**_SPEC, "layers": None}),
+        c.ConstructionError,
+        "got NoneType",
+    ),
+    "spec vocab float": (
+        lambda: construct.CircuitSpec(**{**_SPEC, "vocab_size": 2.0}),
+        ConfigError,
+        "vocab_size must be an integer ≥ 1, got 2.0",
+    ),
+    "assemble None": (lambda: construct.assemble(None), c.ConstructionError, "got NoneType"),  # type: ignore[arg-type]
+    "symbolic substitute str": (
+        lambda: _SYMBOLIC.substitute({"b": "x"}),
+        c.ConstructionError,
+        r"\['b'\] need real numbers",
+    ),
+    "symbolic substitute None": (
+        lambda: _SYMBOLIC.substitute(None),  # type: ignore[arg-type]
+        c.ConstructionError,
+        "values: expected a mapping",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CONSTRUCT.values(), ids=CONSTRUCT.keys())
+def test_construct_bad_input(case: Case) -> None:
+    _raises(*case)
+
+
+@pytest.mark.parametrize(
+    ("scale", "dtype"), [(1e200, np.float64), (1e-200, np.float64), (1e30, np.float32)]
+)
+def test_coherence_at_extreme_scales(scale: float, dtype: Any) -> None:
+    """Coherence is scale-free: norms of huge or tiny columns neither overflow nor underflow."""
+    code = construct.random_code(6, 4, seed=1)
+    expected = construct.coherence(code)
+    assert construct.coherence((code * scale).astype(dtype)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_numpy_integer_code_sizes_are_integers() -> None:
+    model = c.induction_model(5, 5, code="random", d_code=np.int64(4))
+    assert model.metadata["construction"]["d_code"] == 4

@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from .._arrays import FloatArray
+from .._checks import is_int, is_real
 from ..config import TransformerConfig, head_name
-from ..errors import ConstructionError, LayoutError
+from ..errors import ConfigError, ConstructionError, LayoutError
 from ..model import AttnOnlyTransformer
 from .heads import HeadSpec, HeadWeights, head_weights, symbolic_head_weights
 from .layout import ResidualLayout
@@ -54,8 +55,11 @@ class CircuitSpec:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        layers = tuple(tuple(layer) for layer in self.layers)
+        layers = _checked_layers(self.layers)
         object.__setattr__(self, "layers", layers)
+        for name in ("vocab_size", "n_ctx"):
+            if not (is_int(getattr(self, name)) and getattr(self, name) >= 1):
+                raise ConfigError(f"{name} must be an integer ≥ 1, got {getattr(self, name)!r}")
         for _, head in self.heads():
             if head.qk.layout is not self.layout:
                 raise LayoutError("every head must be built on the spec's layout")
@@ -162,6 +166,20 @@ class CircuitSpec:
         return SymbolicModel(cfg, weights, self.bos_token, _json_ready(self.describe()))
 
 
+def _checked_layers(layers: object) -> tuple[tuple[HeadSpec, ...], ...]:
+    """``layers`` as a tuple of tuples of heads, or a ConstructionError."""
+    try:
+        nested = tuple(tuple(layer) for layer in layers)  # type: ignore[attr-defined]
+    except TypeError:
+        nested = ((layers,),)
+    if not all(isinstance(head, HeadSpec) for layer in nested for head in layer):
+        raise ConstructionError(
+            "layers: expected a sequence of layers, each a sequence of HeadSpec, got "
+            f"{type(layers).__name__}"
+        )
+    return nested
+
+
 def _stack(
     spec: CircuitSpec, cfg: TransformerConfig, build: Any, zeros: Any
 ) -> dict[str, list[list[Any]]]:
@@ -187,6 +205,8 @@ def assemble(
     :math:`x_q^T W_Q^T W_K x_k / \alpha` with :math:`\alpha` = ``attn_scale``, so the factors
     carry α and :math:`W_Q^T W_K / \alpha` is exactly the QK form whatever α is.
     """
+    if not isinstance(spec, CircuitSpec):
+        raise ConstructionError(f"expected a CircuitSpec, got {type(spec).__name__}")
     if spec.is_symbolic:
         raise ConstructionError(
             "the spec has symbolic scales: give numbers with spec.substitute({...}) first, "
@@ -284,7 +304,14 @@ class SymbolicModel:
 
     def substitute(self, values: Mapping[Any, Any]) -> AttnOnlyTransformer:
         """The numeric model with the symbols replaced by ``values`` (symbol or name → number)."""
+        if not isinstance(values, Mapping):
+            raise ConstructionError(
+                f"values: expected a mapping of symbols to numbers, got {values!r}"
+            )
         by_name = {str(k): v for k, v in values.items()}
+        wrong = sorted(name for name, v in by_name.items() if not is_real(v))
+        if wrong:
+            raise ConstructionError(f"values: the symbols {wrong} need real numbers")
         subs = {s: by_name[str(s)] for s in self.free_symbols if str(s) in by_name}
         missing = sorted(str(s) for s in self.free_symbols if str(s) not in by_name)
         if missing:

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .._arrays import FloatArray, as_real_array
-from .._checks import is_int
+from .._arrays import FloatArray, as_real_array, unit_scaled
+from .._checks import is_int, random_generator
 from ..errors import LayoutError
 
 __all__ = ["coherence", "random_code", "structured_code", "structured_code_parameters"]
@@ -37,7 +37,7 @@ def _check_sizes(n_labels: int, dim: int) -> None:
 def random_code(n_labels: int, dim: int, *, seed: int = 0) -> FloatArray:
     r"""``[dim, n_labels]`` Gaussian columns normalised to unit length (reproducible from ``seed``)."""
     _check_sizes(n_labels, dim)
-    code = np.random.default_rng(seed).standard_normal((dim, n_labels))
+    code = random_generator(seed).standard_normal((dim, n_labels))
     normalised: FloatArray = code / np.linalg.norm(code, axis=0, keepdims=True)
     return normalised
 
@@ -98,9 +98,12 @@ def structured_code(n_labels: int, dim: int) -> FloatArray:
 def coherence(code: Any, *, chunk: int = 1024) -> float:
     r""":math:`\max_{s \ne t} |\langle c_s, c_t \rangle| / (\|c_s\| \|c_t\|)` over the columns (0 for ``n < 2``).
 
-    The Gram matrix is formed ``chunk`` columns at a time, never whole.
+    The Gram matrix is formed ``chunk`` columns at a time, never whole; each column is first scaled
+    exactly by a power of two, so that its norm neither overflows nor underflows.
     """
-    matrix = as_real_array(code, "code", (None, None))
+    if not (is_int(chunk) and chunk >= 1):
+        raise LayoutError(f"chunk must be an integer ≥ 1, got {chunk!r}")
+    matrix = unit_scaled(as_real_array(code, "code", (None, None)), axes=(0,))[0]
     norms = np.linalg.norm(matrix, axis=0)
     if np.any(norms == 0):
         raise LayoutError(f"code column {int(np.argmin(norms))} is zero")

@@ -27,6 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .._arrays import FloatArray
+from .._checks import is_int, is_positive_finite
 from ..errors import ConstructionError
 from .maps import BilinearForm, LinearMap, Scalar, Term, _BlockSum, _sympy_expr, scale_value
 
@@ -84,6 +85,11 @@ class HeadSpec:
     role: str = ""
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.qk, BilinearForm) and isinstance(self.ov, LinearMap)):
+            raise ConstructionError(
+                "a head is a QK BilinearForm and an OV LinearMap, got "
+                f"{type(self.qk).__name__} and {type(self.ov).__name__}"
+            )
         if self.qk.layout is not self.ov.layout:
             raise ConstructionError("a head's QK form and OV map must live on the same layout")
 
@@ -208,6 +214,10 @@ def factorise(matrix: BilinearForm | LinearMap) -> Factors:
     With numeric scales ``r`` is the rank of the matrix; with symbolic scales it is the sum of the
     ranks of the groups of terms that share a symbolic part.
     """
+    if not isinstance(matrix, (BilinearForm, LinearMap)):
+        raise ConstructionError(
+            f"expected a BilinearForm or a LinearMap, got {type(matrix).__name__}"
+        )
     d = matrix.layout.d_model
     groups: dict[Any, list[tuple[Term, float]]] = {}
     for term in matrix.terms:
@@ -268,6 +278,8 @@ def head_weights(
     are verified against the maps (:func:`verify_factors`). Every scale must be a number
     (substitute symbols first, :meth:`HeadSpec.substitute`).
     """
+    if not is_positive_finite(attn_scale):
+        raise ConstructionError(f"attn_scale must be a finite number > 0, got {attn_scale!r}")
     qk, ov = head.factors
     k = _head_dim(qk, ov, d_head, name)
     q_left, k_right = qk.numeric()
@@ -286,6 +298,8 @@ def _head_dim(qk: Factors, ov: Factors, d_head: int | None, name: str) -> int:
     needed = max(qk.rank, ov.rank)
     if d_head is None:
         return needed
+    if not (is_int(d_head) and d_head >= 1):
+        raise ConstructionError(f"{name}: d_head must be an integer ≥ 1 or None, got {d_head!r}")
     if needed > d_head:
         which = "QK form" if qk.rank >= ov.rank else "OV map"
         raise ConstructionError(

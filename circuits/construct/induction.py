@@ -37,7 +37,7 @@ from typing import Any, Literal, cast, get_args
 import numpy as np
 
 from .._arrays import FloatArray
-from .._checks import is_int, is_positive_finite
+from .._checks import check_seed, is_int, is_positive_finite
 from ..errors import ConfigError, VerificationError
 from ..model import AttnOnlyTransformer
 from .assemble import CircuitSpec
@@ -93,7 +93,10 @@ class InductionParameters:
             raise ConfigError(f"mechanism must be one of {MECHANISMS}, got {self.mechanism!r}")
         for name in ("beta0", "beta1", "gamma"):
             value = getattr(self, name)
-            if not (_sympy_expr(value) or is_positive_finite(value)):
+            symbolic = _sympy_expr(value) and (
+                bool(value.free_symbols) or bool(value.is_positive and value.is_finite)
+            )
+            if not (symbolic or is_positive_finite(value)):
                 raise ConfigError(
                     f"{name} must be a finite number > 0 or a sympy expression, got {value!r}"
                 )
@@ -103,12 +106,16 @@ class InductionParameters:
             raise ConfigError(
                 f"one-hot codes have d_code = vocab_size = {self.vocab_size}, got {self.d_code}"
             )
-        if self.code != "one-hot" and not (isinstance(self.d_code, int) and self.d_code >= 1):
+        if self.code != "one-hot" and not (is_int(self.d_code) and (self.d_code or 0) >= 1):
             raise ConfigError(f"{self.code} codes need d_code, an integer ≥ 1; got {self.d_code!r}")
+        check_seed(self.seed)
         if not (is_int(self.bos_token) and 0 <= self.bos_token < self.vocab_size):
             raise ConfigError(
                 f"bos_token {self.bos_token!r} is outside the vocabulary [0, {self.vocab_size})"
             )
+        for name in ("vocab_size", "n_ctx", "d_code", "seed", "bos_token"):  # numpy ints → int
+            value = getattr(self, name)
+            object.__setattr__(self, name, None if value is None else int(value))
 
     @property
     def scales(self) -> dict[str, Scalar]:

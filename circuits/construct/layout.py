@@ -63,6 +63,13 @@ class Direction:
         return f"{self.block}[{self.value}]"
 
 
+def _labels(name: object, values: object) -> tuple[Hashable, ...]:
+    """The labels of block ``name`` as a tuple, or a LayoutError if they are not a collection."""
+    if not isinstance(values, Iterable):
+        raise LayoutError(f"block {name!r}: labels are a collection of values, got {values!r}")
+    return tuple(values)
+
+
 @dataclass(frozen=True, eq=False)
 class Block:
     """A named block of the residual stream whose directions are labelled by ``values``.
@@ -81,10 +88,15 @@ class Block:
     def __post_init__(self) -> None:
         if not (isinstance(self.name, str) and _NAME.match(self.name)):
             raise LayoutError(f"block name must be an identifier, got {self.name!r}")
-        values = tuple(self.values)
+        values = _labels(self.name, self.values)
+        try:
+            index = {value: i for i, value in enumerate(values)}
+        except TypeError:
+            raise LayoutError(
+                f"block {self.name!r}: labels must be hashable, got {values!r}"
+            ) from None
         if not values:
             raise LayoutError(f"block {self.name!r} has no labels")
-        index = {value: i for i, value in enumerate(values)}
         if len(index) != len(values):
             raise LayoutError(f"block {self.name!r} has repeated labels")
         object.__setattr__(self, "values", values)
@@ -93,19 +105,25 @@ class Block:
             code = as_real_array(self.code, f"code of block {self.name!r}", (None, len(values)))
             if code.shape[0] < 1:
                 raise LayoutError(f"code of block {self.name!r} has no rows")
+            zero = np.flatnonzero(~code.any(axis=0))
+            if zero.size:
+                raise LayoutError(
+                    f"code of block {self.name!r}: the direction of label {values[zero[0]]!r} "
+                    "is zero"
+                )
             object.__setattr__(self, "code", frozen(code))
 
     @classmethod
     def one_hot(cls, name: str, values: Iterable[Hashable], description: str = "") -> Block:
         """A block with one coordinate per label."""
-        return cls(name, tuple(values), None, description)
+        return cls(name, _labels(name, values), None, description)
 
     @classmethod
     def coded(
         cls, name: str, values: Iterable[Hashable], code: Any, description: str = ""
     ) -> Block:
         """A block whose label ``values[j]`` is the direction ``code[:, j]``."""
-        return cls(name, tuple(values), code, description)
+        return cls(name, _labels(name, values), code, description)
 
     @property
     def dim(self) -> int:

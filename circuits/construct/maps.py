@@ -25,6 +25,7 @@ image of source ``t``). For coded blocks (codes :math:`C`, pseudo-inverse :math:
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
@@ -33,7 +34,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from .._arrays import FloatArray, frozen
+from .._arrays import FloatArray, as_real_array, frozen
 from .._checks import is_real
 from ..errors import ConstructionError, LayoutError
 from .layout import Block, ResidualLayout
@@ -73,7 +74,7 @@ def is_symbolic(scale: Scalar) -> bool:
 
 
 def scale_value(scale: Scalar, values: Mapping[Any, Any] | None = None) -> float:
-    """``scale`` as a float, substituting ``values`` (symbol or symbol name → number) first."""
+    """``scale`` as a finite float, substituting ``values`` (symbol or symbol name → number) first."""
     if _sympy_expr(scale):
         if values:
             by_name = {str(k): v for k, v in values.items()}
@@ -85,8 +86,13 @@ def scale_value(scale: Scalar, values: Mapping[Any, Any] | None = None) -> float
             raise ConstructionError(
                 f"the scale {scale} still has free symbols {names}: give numbers for them"
             )
-        return float(scale)
-    return float(scale)
+    try:
+        number = float(scale)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise ConstructionError(f"a scale must be a finite real number, got {scale}")
+    return number
 
 
 def _check_scale(scale: Scalar) -> Scalar:
@@ -151,7 +157,7 @@ class _BlockSum:
         """Every term's scale multiplied by ``scale`` (a number or a sympy expression)."""
         factor = _check_scale(scale)
         return type(self)(
-            self.layout, tuple(replace(t, scale=t.scale * factor) for t in self.terms)
+            self.layout, tuple(replace(t, scale=_check_scale(t.scale * factor)) for t in self.terms)
         )
 
     __rmul__ = __mul__
@@ -197,8 +203,8 @@ class _BlockSum:
 
     def apply(self, x: Any, values: Mapping[Any, Any] | None = None) -> FloatArray:
         """``M @ x`` for ``x`` ``[d_model]`` or ``[d_model, m]``, term by term (never dense)."""
-        array = np.asarray(x, dtype=np.float64)
-        if array.shape[0] != self.layout.d_model:
+        array = as_real_array(x, "x", dtype=np.dtype(np.float64), copy=False)
+        if array.ndim not in (1, 2) or array.shape[0] != self.layout.d_model:
             raise LayoutError(f"expected {self.layout.d_model} rows, got shape {list(array.shape)}")
         out = np.zeros(array.shape)
         for term in self.terms:
@@ -241,6 +247,10 @@ def _action_entries(
     source: Block, target: Block, action: Action
 ) -> tuple[IntArray, IntArray, FloatArray]:
     """The action as label indices ``(target index, source index, weight)``."""
+    if not (action is None or isinstance(action, Mapping) or callable(action)):
+        raise ConstructionError(
+            f"an action is a function, a mapping of labels or None, got {action!r}"
+        )
     t_idx: list[int] = []
     s_idx: list[int] = []
     weights: list[float] = []
@@ -259,6 +269,11 @@ def _action_entries(
                 raise LayoutError(
                     f"the action sends {source.name}[{value}] to {target.name}[{out_value}], "
                     f"which block {target.name!r} does not have"
+                )
+            if not (is_real(weight) and math.isfinite(weight)):
+                raise ConstructionError(
+                    f"the action gives {source.name}[{value}] ↦ {target.name}[{out_value}] the "
+                    f"weight {weight!r}; weights are finite real numbers"
                 )
             t_idx.append(target.index(out_value))
             s_idx.append(j)
@@ -382,5 +397,5 @@ class BilinearForm(_BlockSum):
 
     def score(self, query: Any, key: Any, values: Mapping[Any, Any] | None = None) -> float:
         """:math:`x_q^T M x_k` for two stream vectors."""
-        q = np.asarray(query, dtype=np.float64)
+        q = as_real_array(query, "query", (self.layout.d_model,), dtype=np.dtype(np.float64))
         return float(q @ self.apply(key, values))
