@@ -33,15 +33,14 @@ def one_or_many(value: object) -> list[Any]:
     return list(value)
 
 
-def check_seed(seed: object) -> int:
-    """``seed`` if it is an integer ``≥ 0`` (what ``numpy.random.default_rng`` takes), else a
-    :class:`ConfigError`."""
-    if not (is_int(seed) and seed >= 0):  # type: ignore[operator]
-        raise ConfigError(f"seed must be an integer ≥ 0, got {seed!r}")
-    value: int = int(seed)  # type: ignore[call-overload]
-    return value
+def checked_int(value: object, name: str, least: int, error: type[Exception] = ConfigError) -> int:
+    """``value`` as an int if it is an integer ``≥ least``, else ``error`` naming ``name``."""
+    if not (is_int(value) and value >= least):  # type: ignore[operator]
+        raise error(f"{name} must be an integer ≥ {least}, got {value!r}")
+    number: int = int(value)  # type: ignore[call-overload]
+    return number
 
 
 def random_generator(seed: object) -> np.random.Generator:
-    """``numpy.random.default_rng(seed)`` for a seed accepted by :func:`check_seed`."""
-    return np.random.default_rng(check_seed(seed))
+    """``numpy.random.default_rng(seed)`` for an integer ``seed ≥ 0``, else a ConfigError."""
+    return np.random.default_rng(checked_int(seed, "seed", 0))

@@ -28,6 +28,7 @@ from circuits import (
     TransformerConfig,
     WeightError,
     construct,
+    verify,
 )
 
 CFG = TransformerConfig(n_layers=2, n_heads=2, d_model=6, d_head=3, d_vocab=7, n_ctx=8)
@@ -607,3 +608,102 @@ def test_coherence_at_extreme_scales(scale: float, dtype: Any) -> None:
 def test_numpy_integer_code_sizes_are_integers() -> None:
     model = c.induction_model(5, 5, code="random", d_code=np.int64(4))
     assert model.metadata["construction"]["d_code"] == 4
+
+
+# ---------------------------------------------------------------------- verification
+_INDUCTION = c.induction_model(5, 6)
+
+VERIFY: dict[str, Case] = {
+    "certify coherence str": (
+        lambda: verify.certify_induction(vocab_size=5, n_ctx=6, coherence="x"),  # type: ignore[arg-type]
+        c.VerificationError,
+        "got 'x'",
+    ),
+    "certify a path": (
+        lambda: verify.certify_induction("model.npz"),  # type: ignore[arg-type]
+        c.VerificationError,
+        "expected an AttnOnlyTransformer, got str",
+    ),
+    "unknown parameter": (
+        lambda: verify.pair_probabilities(vocab_size=5, n_ctx=6, foo=1),
+        c.VerificationError,
+        r"unknown parameters \['foo'\]",
+    ),
+    "brute force batch 0": (
+        lambda: verify.brute_force(_INDUCTION, max_length=4, batch=0, progress=False),
+        c.VerificationError,
+        "batch must be an integer ≥ 1, got 0",
+    ),
+    "brute force progress of a string": (
+        lambda: verify.brute_force(_INDUCTION, max_length=4, progress="x"),  # type: ignore[arg-type]
+        c.VerificationError,
+        "progress: expected True, False or a text stream, got 'x'",
+    ),
+    "counterexample max_length str": (
+        lambda: verify.find_counterexample(_INDUCTION, max_length="x"),  # type: ignore[arg-type]
+        c.VerificationError,
+        "max_length must be an integer ≥ 2, got 'x'",
+    ),
+    "search restarts 0": (
+        lambda: verify.adversarial_search(_INDUCTION, restarts=0),
+        c.VerificationError,
+        "restarts must be an integer ≥ 1, got 0",
+    ),
+    "search steps < 0": (
+        lambda: verify.adversarial_search(_INDUCTION, steps=-1),
+        c.VerificationError,
+        "steps .* got -1",
+    ),
+    "search population 0": (
+        lambda: verify.adversarial_search(_INDUCTION, population=0),
+        c.VerificationError,
+        "population .* got 0",
+    ),
+    "search seed < 0": (
+        lambda: verify.adversarial_search(_INDUCTION, seed=-1),
+        ConfigError,
+        "seed must be an integer ≥ 0, got -1",
+    ),
+    "family of floats": (
+        lambda: verify.family_targets([[1.5, 2.5, 1.5]]),
+        TokenError,
+        "integer token ids",
+    ),
+    "target out of range": (
+        lambda: verify.target_probabilities(_INDUCTION, [[0, 1, 2, 1]], [7]),
+        TokenError,
+        r"targets: id 7 .* outside the vocabulary \[0, 5\)",
+    ),
+    "target negative": (
+        lambda: verify.target_probabilities(_INDUCTION, [[0, 1, 2, 1]], [-1]),
+        TokenError,
+        "id -1",
+    ),
+    "targets of the wrong shape": (
+        lambda: verify.target_probabilities(_INDUCTION, [[0, 1, 2, 1]], [1, 2]),
+        c.VerificationError,
+        r"one per sequence, shape \[1\], got \[2\]",
+    ),
+    "target tokens of floats": (
+        lambda: verify.target_probabilities(_INDUCTION, [[0, 1.5, 2, 1]], [1]),
+        TokenError,
+        "integer",
+    ),
+    "target tokens unbatched": (
+        lambda: verify.target_probabilities(_INDUCTION, [0, 1, 2, 1], [1]),
+        c.VerificationError,
+        r"\[batch, length\], got \[4\]",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", VERIFY.values(), ids=VERIFY.keys())
+def test_verify_bad_input(case: Case) -> None:
+    _raises(*case)
+
+
+def test_search_of_the_shortest_family_with_one_ordinary_token() -> None:
+    """Vocabulary {BOS, a}: the only member of length 3 is BOS a a, and the search finds it."""
+    result = verify.adversarial_search(c.induction_model(2, 4), length=3, restarts=1, steps=1)
+    np.testing.assert_array_equal(result.tokens, [0, 1, 1])
+    assert 0.0 < result.min_probability <= 1.0

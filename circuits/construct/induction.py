@@ -37,7 +37,7 @@ from typing import Any, Literal, cast, get_args
 import numpy as np
 
 from .._arrays import FloatArray
-from .._checks import check_seed, is_int, is_positive_finite
+from .._checks import checked_int, is_int, is_positive_finite
 from ..errors import ConfigError, VerificationError
 from ..model import AttnOnlyTransformer
 from .assemble import CircuitSpec
@@ -108,7 +108,7 @@ class InductionParameters:
             )
         if self.code != "one-hot" and not (is_int(self.d_code) and (self.d_code or 0) >= 1):
             raise ConfigError(f"{self.code} codes need d_code, an integer ≥ 1; got {self.d_code!r}")
-        check_seed(self.seed)
+        checked_int(self.seed, "seed", 0)
         if not (is_int(self.bos_token) and 0 <= self.bos_token < self.vocab_size):
             raise ConfigError(
                 f"bos_token {self.bos_token!r} is outside the vocabulary [0, {self.vocab_size})"
@@ -281,6 +281,8 @@ def induction_parameters(
     :class:`~circuits.errors.VerificationError`, so nothing certified about the construction is
     claimed for a different model.
     """
+    if not isinstance(model, AttnOnlyTransformer):
+        raise VerificationError(f"expected an AttnOnlyTransformer, got {type(model).__name__}")
     record = model.metadata.get(METADATA_KEY)
     if not isinstance(record, dict) or record.get("name") != "induction":
         raise VerificationError("the model's metadata does not describe an induction construction")

@@ -16,6 +16,9 @@ def resolve(model: AttnOnlyTransformer | None, given: dict[str, Any]) -> Inducti
     left at their defaults. Giving both a model and parameters is an error.
     """
     chosen = {k: v for k, v in given.items() if v is not None}
+    unknown = sorted(set(chosen) - set(InductionParameters.__dataclass_fields__))
+    if unknown:
+        raise VerificationError(f"unknown parameters {unknown} of an induction construction")
     if model is not None:
         if chosen:
             raise VerificationError(

@@ -37,6 +37,7 @@ import mpmath  # type: ignore[import-untyped]
 import sympy as sp
 from mpmath.ctx_iv import MPIntervalContext  # type: ignore[import-untyped]
 
+from .._checks import is_real
 from ..construct.induction import Mechanism
 from ..errors import VerificationError
 from ..model import AttnOnlyTransformer
@@ -249,9 +250,10 @@ def certify_induction(
             "gamma": gamma,
         },
     )
-    mu = params.coherence if coherence is None else float(coherence)
-    if not 0.0 <= mu <= 1.0:
+    given: object = params.coherence if coherence is None else coherence
+    if not (is_real(given) and 0.0 <= float(given) <= 1.0):  # type: ignore[arg-type]
         raise VerificationError(f"coherence μ must lie in [0, 1], got {coherence!r}")
+    mu = float(given)  # type: ignore[arg-type]
     if model is not None and mu < params.coherence:
         raise VerificationError(
             f"the model's token code has coherence {params.coherence:.6g}; a certificate with the "

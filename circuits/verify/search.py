@@ -21,9 +21,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .._arrays import FloatArray
-from .._checks import is_int
+from .._checks import checked_int, is_int, random_generator
 from ..errors import VerificationError
-from ..model import AttnOnlyTransformer
+from ..model import AttnOnlyTransformer, token_ids
 
 __all__ = [
     "BruteForceResult",
@@ -49,7 +49,7 @@ def family_targets(tokens: Any) -> tuple[IntArray, NDArray[np.bool_]]:
     A row is in the family when its last token occurs exactly once among the earlier positions;
     its target is the token after that occurrence (``−1`` for rows outside the family).
     """
-    array = np.asarray(tokens, dtype=np.intp)
+    array = token_ids(tokens, "tokens")
     if array.ndim != 2 or array.shape[1] < 2:
         raise VerificationError(f"tokens: expected [batch, length ≥ 2], got {list(array.shape)}")
     earlier = array[:, :-1] == array[:, -1:]
@@ -63,8 +63,16 @@ def target_probabilities(
     model: AttnOnlyTransformer, tokens: Any, targets: Any
 ) -> tuple[FloatArray, NDArray[np.bool_]]:
     """``P(target)`` at the last position of each row, and whether the target is the strict argmax."""
-    logits = model.forward(np.asarray(tokens, dtype=np.intp))[:, -1]
-    target_ids = np.asarray(targets, dtype=np.intp)
+    logits = model.forward(tokens)
+    if logits.ndim != 3:
+        raise VerificationError(f"tokens: expected [batch, length], got {list(np.shape(tokens))}")
+    logits = logits[:, -1]
+    target_ids = token_ids(targets, "targets", model.cfg.d_vocab)
+    if target_ids.shape != logits.shape[:1]:
+        raise VerificationError(
+            f"targets: expected one per sequence, shape {[logits.shape[0]]}, got "
+            f"{list(target_ids.shape)}"
+        )
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     rows = np.arange(logits.shape[0])
@@ -126,7 +134,13 @@ class _Progress:
 def _stream(progress: bool | IO[str]) -> IO[str] | None:
     if progress is True:
         return sys.stderr
-    return progress or None
+    if progress is False or progress is None:
+        return None
+    if not callable(getattr(progress, "write", None)):
+        raise VerificationError(
+            f"progress: expected True, False or a text stream, got {progress!r}"
+        )
+    return progress
 
 
 # ---------------------------------------------------------------------- brute force
@@ -188,6 +202,8 @@ def brute_force(
     """
     length = model.cfg.n_ctx if max_length is None else max_length
     shortest = 3 if bos else 2
+    checked_int(batch, "batch", 1, VerificationError)
+    stream = _stream(progress)
     if not (is_int(length) and shortest <= length <= model.cfg.n_ctx):
         raise VerificationError(
             f"max_length must be in [{shortest}, n_ctx={model.cfg.n_ctx}], got {max_length!r}"
@@ -199,7 +215,7 @@ def brute_force(
             f"{sum(sizes)} candidate sequences exceed max_sequences={max_sequences}; "
             "lower max_length or use adversarial_search"
         )
-    bar = _Progress(sum(sizes), _stream(progress), "brute force")
+    bar = _Progress(sum(sizes), stream, "brute force")
     all_p, worst, worst_p, failures, first = [], np.zeros(0, np.intp), np.inf, 0, None
     for L in range(shortest, length + 1):
         for examined, tokens in _family_chunks(ordinary, bos_token, bos, L, batch):
@@ -238,7 +254,9 @@ def find_counterexample(
     BOS breaks (for the K-composition circuit: ``a, b, a`` — position 0 has no previous token, so
     its ``prev`` block holds its own token and ties with the real match).
     """
-    length = min(max_length, model.cfg.n_ctx)
+    length = min(
+        checked_int(max_length, "max_length", 3 if bos else 2, VerificationError), model.cfg.n_ctx
+    )
     return brute_force(
         model, max_length=length, bos=bos, progress=progress, stop_at_failure=True
     ).counterexample
@@ -260,7 +278,8 @@ def _random_member(
     """``BOS, …, a`` with ``a`` once before at a random place and random other tokens ≠ a."""
     a = rng.choice(ordinary)
     others = ordinary[ordinary != a]
-    tokens = np.concatenate([[bos_token], rng.choice(others, size=length - 1)]).astype(np.intp)
+    fillers = rng.choice(others, size=length - 1) if others.size else np.full(length - 1, a)
+    tokens = np.concatenate([[bos_token], fillers]).astype(np.intp)
     tokens[-1] = a
     tokens[rng.integers(1, length - 1)] = a
     return tokens
@@ -309,7 +328,13 @@ def adversarial_search(
     assert bos_token is not None
     if ordinary.size < 2 and L > 3:
         raise VerificationError("the family needs two ordinary tokens at this length")
-    rng = np.random.default_rng(seed)
+    for name, value, least in (
+        ("restarts", restarts, 1),
+        ("steps", steps, 0),
+        ("population", population, 1),
+    ):
+        checked_int(value, name, least, VerificationError)
+    rng = random_generator(seed)
     best_p, best_tokens, evaluations = np.inf, np.zeros(0, np.intp), 0
     for _ in range(restarts):
         current = _random_member(rng, ordinary, bos_token, L)
