@@ -140,6 +140,8 @@ def render(args: argparse.Namespace, out: Printer) -> None:
 
 def expand(args: argparse.Namespace, out: Printer) -> None:
     """The path expansion of the logits: its terms, in LaTeX, or ranked by contribution."""
+    if args.limit < 0:
+        raise PathError(f"--limit must be ≥ 0, got {args.limit}")
     model = _load_model(args)
     expansion = path_expansion(model)
     if args.order is not None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._checks import checked_int
 from .analysis import all_composition_scores, composition_baseline, repeated_random_tokens
 from .construct.induction import Mechanism, induction_model
 from .errors import MissingDependencyError, RenderError
@@ -50,6 +51,7 @@ def run_demo(
     out: Printer = print,
 ) -> list[Path]:
     """Print the demo's report and write its pictures into ``out_dir``; return the files written."""
+    checked_int(seed, "seed", 0)  # before anything is printed or written
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:

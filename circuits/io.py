@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .errors import CircuitsError, ModelFileError
+from .errors import CircuitsError, ConfigError, ModelFileError
 from .model import WEIGHT_NAMES, AttnOnlyTransformer
 
 __all__ = ["FORMAT_VERSION", "load", "save"]
@@ -34,6 +34,8 @@ _SUFFIXES = (".npz", ".safetensors")
 
 def save(model: AttnOnlyTransformer, path: str | os.PathLike[str]) -> Path:
     """Write ``model`` to ``path`` (``.npz`` or ``.safetensors``, chosen by suffix); return the path."""
+    if not isinstance(model, AttnOnlyTransformer):
+        raise ConfigError(f"save: expected an AttnOnlyTransformer, got {type(model).__name__}")
     target = Path(path)
     header = json.dumps(_header(model), sort_keys=True)
     arrays = {name: np.ascontiguousarray(a) for name, a in model.parameters().items()}
@@ -66,9 +68,7 @@ def load(path: str | os.PathLike[str], **overrides: Any) -> AttnOnlyTransformer:
         if header is None:
             return AttnOnlyTransformer.from_transformer_lens(arrays, **overrides)
         if overrides:
-            raise ModelFileError(
-                f"{source}: overrides {sorted(overrides)} apply only to state dicts"
-            )
+            raise ModelFileError(f"overrides {sorted(overrides)} apply only to state dicts")
         return _from_header(arrays, header)
     except ModelFileError as error:
         raise ModelFileError(f"{source}: {error}") from None

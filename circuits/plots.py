@@ -15,18 +15,19 @@ Install matplotlib with ``pip install 'circuits[plot]'``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._arrays import FloatArray, as_real_array
+from ._checks import is_int
 from .analysis import ov_circuit, positional_qk_circuit, token_qk_circuit
 from .config import HeadRef
 from .errors import MissingDependencyError, RenderError
 from .factored import FactoredMatrix
-from .model import ActivationCache, AttnOnlyTransformer
+from .model import ActivationCache, AttnOnlyTransformer, as_cache
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -104,13 +105,13 @@ def attention_plot(
     ``labels`` name the positions (default: the token ids); entries above the diagonal, which
     the causal mask sets to zero, are left blank.
     """
-    layer, index = cache.model.cfg.resolve_head(head)
-    if not 0 <= batch < cache.tokens.shape[0]:
-        raise RenderError(f"batch {batch} out of range: the cache holds {cache.tokens.shape[0]}")
+    layer, index = as_cache(cache).model.cfg.resolve_head(head)
+    if not (is_int(batch) and 0 <= batch < cache.tokens.shape[0]):
+        raise RenderError(f"batch {batch!r} out of range: the cache holds {cache.tokens.shape[0]}")
     pattern = cache.pattern(layer, index)[batch].copy()
     n = pattern.shape[0]
     pattern[np.triu_indices(n, k=1)] = np.nan
-    names = [str(t) for t in cache.tokens[batch]] if labels is None else [str(x) for x in labels]
+    names = [str(t) for t in cache.tokens[batch]] if labels is None else _list(labels, "labels")
     if len(names) != n:
         raise RenderError(f"labels: expected {n} position names, got {len(names)}")
     ticks = [f"{i}:{name}" for i, name in enumerate(names)]
@@ -157,24 +158,32 @@ def circuit_plot(
 
 
 def _selection(chosen: Sequence[int] | None, size: int, name: str) -> list[int]:
-    index = list(range(size)) if chosen is None else [int(i) for i in chosen]
+    index = list(range(size)) if chosen is None else _list(chosen, name)
     if not index:
         raise RenderError(f"{name}: choose at least one")
-    if any(not 0 <= i < size for i in index):
-        raise RenderError(f"{name}: indices must be in [0, {size}), got {index}")
+    if not all(is_int(i) and 0 <= i < size for i in index):
+        raise RenderError(f"{name}: indices must be in [0, {size}), as integers; got {index}")
     if len(index) > MAX_CELLS:
         raise RenderError(
             f"{name}: {len(index)} would be shown, at most {MAX_CELLS}: pass {name}= to choose some"
         )
-    return index
+    return [int(i) for i in index]
 
 
 def _labels(names: Sequence[str] | None, index: list[int], what: str, size: int) -> list[str]:
     if names is None:
         return [str(i) for i in index]
-    if len(names) != size:
-        raise RenderError(f"{what}: expected {size} names, got {len(names)}")
-    return [str(names[i]) for i in index]
+    given = _list(names, what)
+    if len(given) != size:
+        raise RenderError(f"{what}: expected {size} names, got {len(given)}")
+    return [str(given[i]) for i in index]
+
+
+def _list(values: object, name: str) -> list[Any]:
+    """A collection as a list (a string is a collection of characters), else a RenderError."""
+    if not isinstance(values, Iterable):
+        raise RenderError(f"{name}: expected a collection, got {values!r}")
+    return list(values)
 
 
 def qk_circuit_plot(

@@ -30,6 +30,7 @@ from typing import Any
 import graphviz
 import numpy as np
 
+from ._arrays import as_real_array
 from ._checks import is_real
 from .analysis import all_composition_scores
 from .config import head_name
@@ -96,7 +97,7 @@ def head_roles(model: AttnOnlyTransformer) -> dict[str, list[str]]:
         if not isinstance(entries, Mapping):
             continue
         for name, value in entries.items():
-            values = [value] if isinstance(value, str) else list(value or [])
+            values = _role_names(value) or []
             pairs = [(name, v) for v in values] if name in names else [(v, name) for v in values]
             for head, role in pairs:
                 text = str(role).replace("_", " ")
@@ -159,11 +160,9 @@ def circuit_diagram(
     Node names in the diagram (the ``<title>`` of each node in its SVG) are ``embed``,
     ``pos_embed``, ``resid 0`` … ``resid L``, the head names and ``unembed``.
     """
-    if not (is_real(threshold) and math.isfinite(threshold)):
-        raise RenderError(f"threshold must be a finite number, got {threshold!r}")
     known_roles = head_roles(model) if roles is None else _role_lists(model, roles)
-    graph = _skeleton(model, known_roles, title)
-    for kind, writer, reader, score in composition_edges(model, composition, float(threshold)):
+    graph = _skeleton(model, known_roles, None if title is None else str(title))
+    for kind, writer, reader, score in composition_edges(model, composition, threshold):
         style, colour = COMPOSITION_STYLES[kind]
         graph.edge(
             writer,
@@ -176,6 +175,8 @@ def circuit_diagram(
             constraint="false",
             tooltip=f"{kind}-composition {writer} → {reader}: {score:.3f}",
         )
+    if not isinstance(highlight, Iterable):
+        raise PathError(f"highlight: expected a collection of paths, got {highlight!r}")
     for index, path in enumerate(highlight):
         _highlight(graph, model, path, _PATH_COLOURS[index % len(_PATH_COLOURS)])
     return graph
@@ -184,11 +185,25 @@ def circuit_diagram(
 def _role_lists(
     model: AttnOnlyTransformer, roles: Mapping[str, str | Sequence[str]]
 ) -> dict[str, list[str]]:
+    if not isinstance(roles, Mapping):
+        raise RenderError(f"roles: expected a mapping of heads to roles, got {roles!r}")
     found = {}
     for head, role in roles.items():
         layer, index = model.cfg.resolve_head(head)
-        found[head_name(layer, index)] = [role] if isinstance(role, str) else list(role)
+        names = _role_names(role)
+        if names is None:
+            raise RenderError(f"roles[{head!r}]: expected a role or a list of roles, got {role!r}")
+        found[head_name(layer, index)] = names
     return found
+
+
+def _role_names(value: object) -> list[str] | None:
+    """A role or a list of roles as a list of strings; ``None`` for anything else."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return list(value)
+    return None
 
 
 def _skeleton(
@@ -245,6 +260,8 @@ def composition_edges(
     ``[l₁, h₁, l₂, h₂]`` from writer ``l₁.h₁`` to reader ``l₂.h₂``, defined for ``l₁ < l₂``);
     ``True`` computes all three kinds with :func:`~circuits.analysis.all_composition_scores`.
     """
+    if not (is_real(threshold) and math.isfinite(threshold)):
+        raise RenderError(f"threshold must be a finite number, got {threshold!r}")
     if composition is True:
         composition = all_composition_scores(model)
     if not composition:
@@ -260,7 +277,7 @@ def composition_edges(
     for kind, values in composition.items():
         if kind not in COMPOSITION_STYLES:
             raise RenderError(f"unknown composition kind {kind!r}; expected one of Q, K, V")
-        scores = np.asarray(values, dtype=float)
+        scores = as_real_array(values, f"composition[{kind!r}]", finite=False, copy=False)
         if scores.shape != shape:
             raise RenderError(
                 f"composition[{kind!r}]: expected scores of shape {list(shape)}, "
@@ -280,7 +297,7 @@ def _path_nodes(model: AttnOnlyTransformer, path: PathTerm | Sequence[str]) -> t
     """
     if isinstance(path, PathTerm):
         return path.path
-    if isinstance(path, str) or not path:
+    if isinstance(path, str) or not isinstance(path, Sequence) or not path:
         raise PathError(f"a path is a non-empty sequence of node names, got {path!r}")
     nodes = tuple(path)
     if parse_node(nodes[0]).role != "source":
@@ -321,6 +338,11 @@ def save_diagram(graph: graphviz.Digraph, path: str | Path) -> Saved:
     Without Graphviz's ``dot`` program, writes the ``.dot`` source next to ``path`` instead and
     returns a note saying so and how to install Graphviz.
     """
+    if not isinstance(graph, graphviz.Digraph):
+        raise RenderError(
+            f"expected a diagram (graphviz.Digraph, e.g. circuit_diagram(model)), "
+            f"got {type(graph).__name__}"
+        )
     target = Path(path)
     suffix = target.suffix.lower()
     if suffix not in FORMATS:

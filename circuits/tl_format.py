@@ -53,15 +53,19 @@ def from_transformer_lens_dict(
     are ignored; any other key is an error, since a LayerNorm or MLP weight means the state dict
     is not of an attention-only transformer without normalisation.
     """
+    if not isinstance(state_dict, Mapping):
+        raise ModelFileError(
+            f"a state dict is a mapping of names to arrays, got {type(state_dict).__name__}"
+        )
     blocks: dict[int, dict[str, Any]] = {}
     unexpected = []
     for key, value in state_dict.items():
-        match = _BLOCK_KEY.match(key)
+        match = _BLOCK_KEY.match(key) if isinstance(key, str) else None
         if match:
             if match.group(2) not in _BUFFERS:
                 blocks.setdefault(int(match.group(1)), {})[match.group(2)] = value
         elif key not in _TOP_KEYS:
-            unexpected.append(key)
+            unexpected.append(str(key))
     if unexpected:
         raise ModelFileError(
             "not an attention-only transformer state dict: "

@@ -707,3 +707,120 @@ def test_search_of_the_shortest_family_with_one_ordinary_token() -> None:
     result = verify.adversarial_search(c.induction_model(2, 4), length=3, restarts=1, steps=1)
     np.testing.assert_array_equal(result.tokens, [0, 1, 1])
     assert 0.0 < result.min_probability <= 1.0
+
+
+# ---------------------------------------------------------------------- diagrams, plots, files
+_NEXT = TOKENS[:1, :3]
+
+OUTPUT: dict[str, Case] = {
+    "composition of strings": (
+        lambda: c.render.circuit_diagram(MODEL, composition={"Q": "abc"}),
+        WeightError,
+        "composition\\['Q'\\]",
+    ),
+    "edges at a NaN threshold": (
+        lambda: c.render.composition_edges(MODEL, True, float("nan")),
+        c.RenderError,
+        "threshold must be a finite number, got nan",
+    ),
+    "roles not a mapping": (
+        lambda: c.render.circuit_diagram(MODEL, roles=["0.0"]),  # type: ignore[arg-type]
+        c.RenderError,
+        "roles: expected a mapping",
+    ),
+    "role of an int": (
+        lambda: c.render.circuit_diagram(MODEL, roles={"0.0": 5}),  # type: ignore[dict-item]
+        c.RenderError,
+        r"roles\['0.0'\]: .* got 5",
+    ),
+    "highlight an int": (
+        lambda: c.render.circuit_diagram(MODEL, highlight=5),  # type: ignore[arg-type]
+        c.PathError,
+        "highlight: expected a collection",
+    ),
+    "highlight a path of an int": (
+        lambda: c.render.circuit_diagram(MODEL, highlight=[5]),  # type: ignore[list-item]
+        c.PathError,
+        "got 5",
+    ),
+    "save a model as a diagram": (
+        lambda: c.render.save_diagram(MODEL, "x.svg"),  # type: ignore[arg-type]
+        c.RenderError,
+        "got AttnOnlyTransformer",
+    ),
+    "attention plot batch float": (
+        lambda: c.plots.attention_plot(CACHE, "0.0", batch=0.5),  # type: ignore[arg-type]
+        c.RenderError,
+        "batch 0.5",
+    ),
+    "attention plot labels int": (
+        lambda: c.plots.attention_plot(CACHE, "0.0", labels=5),  # type: ignore[arg-type]
+        c.RenderError,
+        "labels: expected a collection, got 5",
+    ),
+    "attention plot of a model": (
+        lambda: c.plots.attention_plot(MODEL, "0.0"),  # type: ignore[arg-type]
+        ConfigError,
+        "got AttnOnlyTransformer",
+    ),
+    "circuit plot rows of floats": (
+        lambda: c.plots.circuit_plot(_OV, rows=[1.5]),
+        c.RenderError,
+        r"indices must be in \[0, 7\), as integers",
+    ),
+    "circuit plot rows of bools": (
+        lambda: c.plots.circuit_plot(_OV, rows=[True]),
+        c.RenderError,
+        "as integers",
+    ),
+    "circuit plot rows an int": (
+        lambda: c.plots.circuit_plot(_OV, rows=5),  # type: ignore[arg-type]
+        c.RenderError,
+        "rows: expected a collection, got 5",
+    ),
+    "circuit plot labels an int": (
+        lambda: c.plots.circuit_plot(_OV, row_labels=5),  # type: ignore[arg-type]
+        c.RenderError,
+        "row_labels: expected a collection",
+    ),
+    "zoo dtype int": (
+        lambda: c.zoo.load("attn2l-induction", dtype=np.int32),
+        WeightError,
+        "float32 or float64, got int32",
+    ),
+    "zoo dtype unknown": (
+        lambda: c.zoo.load("attn2l-induction", dtype="banana"),
+        WeightError,
+        "'banana'",
+    ),
+    "save None": (lambda: c.save(None, "x.npz"), ConfigError, "got NoneType"),  # type: ignore[arg-type]
+    "state dict None": (
+        lambda: AttnOnlyTransformer.from_transformer_lens(None),  # type: ignore[arg-type]
+        c.ModelFileError,
+        "got NoneType",
+    ),
+    "state dict of int keys": (
+        lambda: AttnOnlyTransformer.from_transformer_lens({1: np.ones(2)}),  # type: ignore[dict-item]
+        c.ModelFileError,
+        r"unexpected keys \['1'\]",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", OUTPUT.values(), ids=OUTPUT.keys())
+def test_output_bad_input(case: Case) -> None:
+    _raises(*case)
+
+
+def test_odd_metadata_roles_do_not_break_a_diagram() -> None:
+    """Metadata is free-form JSON: roles of the wrong type are ignored, not a crash."""
+    odd = MODEL.replace(metadata={"roles": {"0.0": 5, "1.1": ["induction"]}, "head_roles": "x"})
+    assert c.render.head_roles(odd) == {"1.1": ["induction"]}
+    assert "induction" in c.render.circuit_diagram(odd, title=5).source  # type: ignore[arg-type]
+
+
+def test_overrides_error_names_the_file_once(tmp_path: Any) -> None:
+    path = c.save(MODEL, tmp_path / "m.npz")
+    with pytest.raises(c.ModelFileError) as caught:
+        c.load(path, n_ctx=4)
+    assert str(caught.value).count(str(path)) == 1

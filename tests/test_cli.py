@@ -201,6 +201,9 @@ def test_certify_from_parameters_or_a_model_file(
         (["certify", "{model}"], "does not describe an induction construction"),
         (["certify", "{model}", "--n-ctx", "5"], "not both"),
         (["certify", "--vocab-size", "5", "--n-ctx", "6", "--coherence", "2"], "coherence"),
+        (["analyze", "{model}", "--threshold", "nan"], "threshold must be a finite number"),
+        (["expand", "{model}", "--limit", "-1"], "--limit must be ≥ 0, got -1"),
+        (["demo", "--out", "{tmp}/demo", "--seed", "-1"], "seed must be an integer ≥ 0, got -1"),
     ],
 )
 def test_errors_are_one_line_with_exit_status_1(

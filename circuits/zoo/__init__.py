@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .._arrays import float_dtype
 from ..errors import ZooError
 from ..io import load as load_file
 from ..model import AttnOnlyTransformer
@@ -59,8 +60,9 @@ def load(name: str, *, dtype: Any = None) -> AttnOnlyTransformer:
         model = load_file(path)
     if dtype is None:
         return model
+    target = float_dtype(dtype)
     return model.replace(
-        **{weight: np.asarray(array, dtype=dtype) for weight, array in model.parameters().items()}
+        **{weight: np.asarray(array, dtype=target) for weight, array in model.parameters().items()}
     )
 
 
