@@ -33,12 +33,12 @@ except ModuleNotFoundError as _missing:  # pragma: no cover - exercised in a sub
         "install it with `pip install 'circuits[dev]'` (or `pip install hypothesis`)"
     ) from _missing
 
-from ._arrays import FloatArray, as_real_array
-from ._checks import is_int
+from ._arrays import FloatArray, as_real_array, float_dtype
+from ._checks import checked_int, is_int, is_positive_finite, is_real
 from .config import POSITIONAL_EMBEDDING_TYPES, HeadRef, TransformerConfig
-from .errors import ConfigError, ShapeError, TokenError
+from .errors import ConfigError, ShapeError, TokenError, WeightError
 from .factored import FactoredMatrix
-from .model import ActivationCache, AttnOnlyTransformer, IntArray
+from .model import ActivationCache, AttnOnlyTransformer, IntArray, as_cache, token_ids
 from .paths import path_expansion
 from .qk_paths import qk_expansion
 
@@ -152,7 +152,7 @@ def models(
         _as_strategy(cfg),
         seeds(),
         st.booleans() if biases is None else st.just(biases),
-        st.just(dtype),
+        st.just(float_dtype(dtype)),
     )
 
 
@@ -163,6 +163,10 @@ def _random_model(
 
 
 def _config(source: ModelSource) -> TransformerConfig:
+    if not isinstance(source, (AttnOnlyTransformer, TransformerConfig)):
+        raise ConfigError(
+            f"expected an AttnOnlyTransformer or a TransformerConfig, got {type(source).__name__}"
+        )
     return source.cfg if isinstance(source, AttnOnlyTransformer) else source
 
 
@@ -284,10 +288,20 @@ def induction_target(tokens: Any) -> int:
 
 
 def _sequence(tokens: Any) -> IntArray:
-    array = np.asarray(tokens)
-    if array.ndim != 1 or array.size == 0 or array.dtype.kind not in "iu":
+    array = _tokens(tokens)
+    if array.ndim != 1:
         raise TokenError(f"tokens: expected a non-empty [pos] array of ids, got {array!r}")
-    return array.astype(np.intp)
+    return array
+
+
+def _tokens(tokens: Any) -> IntArray:
+    """Token ids ``[pos]`` or ``[batch, pos]``, non-empty."""
+    array = token_ids(tokens, "tokens")
+    if array.ndim not in (1, 2) or array.size == 0:
+        raise TokenError(
+            f"tokens: expected a non-empty [pos] or [batch, pos] array of ids, got {array!r}"
+        )
+    return array
 
 
 def previous_token_positions(tokens: Any) -> IntArray:
@@ -295,7 +309,7 @@ def previous_token_positions(tokens: Any) -> IntArray:
 
     ``tokens`` is ``[pos]`` or ``[batch, pos]``; the result has its shape.
     """
-    array = np.asarray(tokens)
+    array = _tokens(tokens)
     positions = np.arange(array.shape[-1], dtype=np.intp) - 1
     result: IntArray = np.broadcast_to(positions, array.shape).copy()
     return result
@@ -307,7 +321,7 @@ def induction_positions(tokens: Any) -> IntArray:
     ``j < i`` is the most recent earlier position with ``tokens[j] == tokens[i]``. ``tokens`` is
     ``[pos]`` or ``[batch, pos]``; the result has its shape.
     """
-    array = np.asarray(tokens)
+    array = _tokens(tokens)
     if array.ndim == 2:
         stacked: IntArray = np.stack([induction_positions(row) for row in array])
         return stacked
@@ -336,7 +350,8 @@ def _orthogonal(n: int, seed: int) -> FloatArray:
 
 def orthogonal_matrices(n: int) -> st.SearchStrategy[FloatArray]:
     """Haar-random orthogonal ``n × n`` matrices ``Q`` (``QᵀQ = I``), from a drawn seed."""
-    return seeds().map(lambda seed: _orthogonal(n, seed))
+    size = checked_int(n, "n", 1)
+    return seeds().map(lambda seed: _orthogonal(size, seed))
 
 
 def invertible_matrices(
@@ -347,8 +362,11 @@ def invertible_matrices(
     ``U, V`` are random orthogonal, so the condition number is at most ``condition``. With
     ``leading`` dimensions, a stack of independent such matrices of shape ``leading + (n, n)``.
     """
-    if not condition >= 1:
-        raise ConfigError(f"condition: expected a number ≥ 1, got {condition!r}")
+    checked_int(n, "n", 1)
+    if not (is_real(condition) and 1 <= condition < np.inf):
+        raise ConfigError(f"condition: expected a finite number ≥ 1, got {condition!r}")
+    if not (isinstance(leading, tuple) and all(is_int(s) and s >= 0 for s in leading)):
+        raise ConfigError(f"leading: expected a tuple of sizes ≥ 0, got {leading!r}")
 
     def one(rng: np.random.Generator) -> FloatArray:
         u, v = (_orthogonal(n, int(rng.integers(2**32))) for _ in range(2))
@@ -370,6 +388,8 @@ def factored_matrices(
 
     ``cols=None`` makes the product square (``cols = rows``). Entries are ``N(0, scale²)``.
     """
+    if not is_positive_finite(scale):
+        raise ConfigError(f"scale: expected a finite number > 0, got {scale!r}")
     row_sizes = _sizes(rows, "rows", 1)
     inner_sizes = _sizes(inner, "inner", 1)
     col_sizes = None if cols is None else _sizes(cols, "cols", 1)
@@ -396,7 +416,7 @@ def change_residual_basis(model: AttnOnlyTransformer, M: Any) -> AttnOnlyTransfo
     """
     d = model.cfg.d_model
     matrix = as_real_array(M, "M", (d, d))
-    inverse = np.linalg.inv(matrix)
+    inverse = _inverse(matrix, "M")
     return model.replace(
         W_E=matrix @ model.W_E,
         W_P=None if model.W_P is None else matrix @ model.W_P,
@@ -420,7 +440,7 @@ def change_head_bases(model: AttnOnlyTransformer, G: Any, N: Any) -> AttnOnlyTra
     c = model.cfg
     shape = (c.n_layers, c.n_heads, c.d_head, c.d_head)
     g, n = as_real_array(G, "G", shape), as_real_array(N, "N", shape)
-    g_inv_t = np.linalg.inv(g).swapaxes(-1, -2)
+    g_inv_t = _inverse(g, "G").swapaxes(-1, -2)
 
     def apply(matrix: FloatArray, bias: FloatArray) -> FloatArray:
         out: FloatArray = np.einsum("lhij,lhj->lhi", matrix, bias)
@@ -433,13 +453,27 @@ def change_head_bases(model: AttnOnlyTransformer, G: Any, N: Any) -> AttnOnlyTra
         b_K=apply(g_inv_t, model.b_K),
         W_V=n @ model.W_V,
         b_V=apply(n, model.b_V),
-        W_O=model.W_O @ np.linalg.inv(n),
+        W_O=model.W_O @ _inverse(n, "N"),
     )
+
+
+def _inverse(matrix: FloatArray, name: str) -> FloatArray:
+    """The inverse of ``matrix`` (or of each in a stack); a WeightError if one is singular."""
+    try:
+        inverse: FloatArray = np.linalg.inv(matrix)
+    except np.linalg.LinAlgError:
+        raise WeightError(
+            f"{name}: a basis change must be invertible, this matrix is singular"
+        ) from None
+    return inverse
 
 
 # ---------------------------------------------------------------------- assertions
 def _deviation(actual: FloatArray, expected: FloatArray, atol: float, rtol: float) -> str | None:
     """``None`` if ``|actual − expected| ≤ atol + rtol·|expected|`` everywhere, else a description."""
+    for name, tolerance in (("atol", atol), ("rtol", rtol)):
+        if not (is_real(tolerance) and 0 <= tolerance < np.inf):
+            raise ConfigError(f"{name}: expected a finite number ≥ 0, got {tolerance!r}")
     if actual.shape != expected.shape:
         return f"shape {list(actual.shape)} differs from {list(expected.shape)}"
     excess = np.abs(actual - expected) - (atol + rtol * np.abs(expected))
@@ -459,8 +493,20 @@ def assert_terms_sum_to(
     """Assert that ``Σ terms == total`` to ``atol + rtol·|total|``: a decomposition is exact."""
     expected = as_real_array(total, "total")
     summed = np.zeros_like(expected)
+    if not isinstance(terms, Iterable):
+        raise ConfigError(f"terms: expected a collection of arrays, got {terms!r}")
     for index, term in enumerate(terms):
-        summed = summed + as_real_array(term, f"term {index}")
+        value = as_real_array(term, f"term {index}")
+        try:
+            fits = np.broadcast_shapes(value.shape, expected.shape) == expected.shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ShapeError(
+                f"term {index}: shape {list(value.shape)} does not fit the total's "
+                f"{list(expected.shape)}"
+            )
+        summed = summed + value
     problem = _deviation(summed, expected, atol, rtol)
     if problem is not None:
         raise AssertionError(f"the terms do not sum to the total: {problem}")
@@ -511,8 +557,7 @@ def assert_qk_expansion_exact(
     (``kind=``, ``query_order=``, …) narrow each expansion, as in :func:`assert_path_expansion_exact`.
     """
     _, cache = model.run_with_cache(tokens)
-    for head in model.cfg.head_names() if heads is None else heads:
-        layer, index = model.cfg.resolve_head(head)
+    for layer, index in model.cfg.resolve_heads(model.cfg.head_names() if heads is None else heads):
         expansion = qk_expansion(model, layer, index).filter(**filters)
         try:
             assert_terms_sum_to(
@@ -554,7 +599,9 @@ def assert_attends(
     for every sequence; ``−1`` = no expectation), or is a function of the tokens ``[batch, pos]``
     returning them, such as :func:`previous_token_positions` or :func:`induction_positions`.
     """
-    layer, index = cache.model.cfg.resolve_head(head)
+    layer, index = as_cache(cache).model.cfg.resolve_head(head)
+    if not (is_real(at_least) and 0 <= at_least <= 1):
+        raise ConfigError(f"at_least: expected an attention weight in [0, 1], got {at_least!r}")
     tokens = cache.tokens
     keys = np.asarray(expected(tokens) if callable(expected) else expected)
     if keys.shape == tokens.shape[1:]:

@@ -16,6 +16,7 @@ import sympy as sp
 
 import circuits as c
 import circuits.analysis as ca
+import circuits.testing as ct
 from circuits import (
     AttnOnlyTransformer,
     CircuitsError,
@@ -28,6 +29,8 @@ from circuits import (
     TransformerConfig,
     WeightError,
     construct,
+    plots,
+    render,
     verify,
 )
 
@@ -714,72 +717,72 @@ _NEXT = TOKENS[:1, :3]
 
 OUTPUT: dict[str, Case] = {
     "composition of strings": (
-        lambda: c.render.circuit_diagram(MODEL, composition={"Q": "abc"}),
+        lambda: render.circuit_diagram(MODEL, composition={"Q": "abc"}),
         WeightError,
         "composition\\['Q'\\]",
     ),
     "edges at a NaN threshold": (
-        lambda: c.render.composition_edges(MODEL, True, float("nan")),
+        lambda: render.composition_edges(MODEL, True, float("nan")),
         c.RenderError,
         "threshold must be a finite number, got nan",
     ),
     "roles not a mapping": (
-        lambda: c.render.circuit_diagram(MODEL, roles=["0.0"]),  # type: ignore[arg-type]
+        lambda: render.circuit_diagram(MODEL, roles=["0.0"]),  # type: ignore[arg-type]
         c.RenderError,
         "roles: expected a mapping",
     ),
     "role of an int": (
-        lambda: c.render.circuit_diagram(MODEL, roles={"0.0": 5}),  # type: ignore[dict-item]
+        lambda: render.circuit_diagram(MODEL, roles={"0.0": 5}),  # type: ignore[dict-item]
         c.RenderError,
         r"roles\['0.0'\]: .* got 5",
     ),
     "highlight an int": (
-        lambda: c.render.circuit_diagram(MODEL, highlight=5),  # type: ignore[arg-type]
+        lambda: render.circuit_diagram(MODEL, highlight=5),  # type: ignore[arg-type]
         c.PathError,
         "highlight: expected a collection",
     ),
     "highlight a path of an int": (
-        lambda: c.render.circuit_diagram(MODEL, highlight=[5]),  # type: ignore[list-item]
+        lambda: render.circuit_diagram(MODEL, highlight=[5]),  # type: ignore[list-item]
         c.PathError,
         "got 5",
     ),
     "save a model as a diagram": (
-        lambda: c.render.save_diagram(MODEL, "x.svg"),  # type: ignore[arg-type]
+        lambda: render.save_diagram(MODEL, "x.svg"),  # type: ignore[arg-type]
         c.RenderError,
         "got AttnOnlyTransformer",
     ),
     "attention plot batch float": (
-        lambda: c.plots.attention_plot(CACHE, "0.0", batch=0.5),  # type: ignore[arg-type]
+        lambda: plots.attention_plot(CACHE, "0.0", batch=0.5),  # type: ignore[arg-type]
         c.RenderError,
         "batch 0.5",
     ),
     "attention plot labels int": (
-        lambda: c.plots.attention_plot(CACHE, "0.0", labels=5),  # type: ignore[arg-type]
+        lambda: plots.attention_plot(CACHE, "0.0", labels=5),  # type: ignore[arg-type]
         c.RenderError,
         "labels: expected a collection, got 5",
     ),
     "attention plot of a model": (
-        lambda: c.plots.attention_plot(MODEL, "0.0"),  # type: ignore[arg-type]
+        lambda: plots.attention_plot(MODEL, "0.0"),  # type: ignore[arg-type]
         ConfigError,
         "got AttnOnlyTransformer",
     ),
     "circuit plot rows of floats": (
-        lambda: c.plots.circuit_plot(_OV, rows=[1.5]),
+        lambda: plots.circuit_plot(_OV, rows=[1.5]),
         c.RenderError,
         r"indices must be in \[0, 7\), as integers",
     ),
     "circuit plot rows of bools": (
-        lambda: c.plots.circuit_plot(_OV, rows=[True]),
+        lambda: plots.circuit_plot(_OV, rows=[True]),
         c.RenderError,
         "as integers",
     ),
     "circuit plot rows an int": (
-        lambda: c.plots.circuit_plot(_OV, rows=5),  # type: ignore[arg-type]
+        lambda: plots.circuit_plot(_OV, rows=5),  # type: ignore[arg-type]
         c.RenderError,
         "rows: expected a collection, got 5",
     ),
     "circuit plot labels an int": (
-        lambda: c.plots.circuit_plot(_OV, row_labels=5),  # type: ignore[arg-type]
+        lambda: plots.circuit_plot(_OV, row_labels=5),  # type: ignore[arg-type]
         c.RenderError,
         "row_labels: expected a collection",
     ),
@@ -815,8 +818,8 @@ def test_output_bad_input(case: Case) -> None:
 def test_odd_metadata_roles_do_not_break_a_diagram() -> None:
     """Metadata is free-form JSON: roles of the wrong type are ignored, not a crash."""
     odd = MODEL.replace(metadata={"roles": {"0.0": 5, "1.1": ["induction"]}, "head_roles": "x"})
-    assert c.render.head_roles(odd) == {"1.1": ["induction"]}
-    assert "induction" in c.render.circuit_diagram(odd, title=5).source  # type: ignore[arg-type]
+    assert render.head_roles(odd) == {"1.1": ["induction"]}
+    assert "induction" in render.circuit_diagram(odd, title=5).source  # type: ignore[arg-type]
 
 
 def test_overrides_error_names_the_file_once(tmp_path: Any) -> None:
@@ -824,3 +827,100 @@ def test_overrides_error_names_the_file_once(tmp_path: Any) -> None:
     with pytest.raises(c.ModelFileError) as caught:
         c.load(path, n_ctx=4)
     assert str(caught.value).count(str(path)) == 1
+
+
+# ---------------------------------------------------------------------- testing helpers
+TESTING: dict[str, Case] = {
+    "strategy of a non-model": (
+        lambda: ct.token_sequences(None),  # type: ignore[arg-type]
+        ConfigError,
+        "got NoneType",
+    ),
+    "models of int weights": (
+        lambda: ct.models(CFG, dtype=np.int32),
+        WeightError,
+        "got int32",
+    ),
+    "positions of float tokens": (
+        lambda: ct.previous_token_positions([1.5, 2.5]),
+        TokenError,
+        "integer token ids",
+    ),
+    "positions of a 3-d array": (
+        lambda: ct.induction_positions(np.zeros((2, 2, 2), int)),
+        TokenError,
+        r"\[pos\] or \[batch, pos\]",
+    ),
+    "target of negative ids": (
+        lambda: ct.induction_target([-1, 2, -1]),
+        TokenError,
+        "id -1 at index",
+    ),
+    "orthogonal n = 0": (lambda: ct.orthogonal_matrices(0), ConfigError, "n must be .* got 0"),
+    "invertible n float": (lambda: ct.invertible_matrices(2.5), ConfigError, "got 2.5"),  # type: ignore[arg-type]
+    "invertible condition inf": (
+        lambda: ct.invertible_matrices(2, condition=float("inf")),
+        ConfigError,
+        "condition: expected a finite number ≥ 1, got inf",
+    ),
+    "invertible leading of a string": (
+        lambda: ct.invertible_matrices(2, leading="ab"),  # type: ignore[arg-type]
+        ConfigError,
+        "leading",
+    ),
+    "factored scale NaN": (
+        lambda: ct.factored_matrices(scale=float("nan")),
+        ConfigError,
+        "scale: expected a finite number > 0, got nan",
+    ),
+    "singular residual basis": (
+        lambda: ct.change_residual_basis(MODEL, np.zeros((6, 6))),
+        WeightError,
+        "M: .* singular",
+    ),
+    "singular head bases": (
+        lambda: ct.change_head_bases(MODEL, np.zeros((2, 2, 3, 3)), np.zeros((2, 2, 3, 3))),
+        WeightError,
+        "G: .* singular",
+    ),
+    "term of the wrong shape": (
+        lambda: ct.assert_terms_sum_to([np.ones(3)], np.ones(4)),
+        ShapeError,
+        r"term 0: shape \[3\] does not fit the total's \[4\]",
+    ),
+    "terms None": (
+        lambda: ct.assert_terms_sum_to(None, np.ones(3)),  # type: ignore[arg-type]
+        ConfigError,
+        "terms: expected a collection",
+    ),
+    "tolerance NaN": (
+        lambda: ct.assert_terms_sum_to([np.ones(3)], 2 * np.ones(3), atol=float("nan")),
+        ConfigError,
+        "atol: expected a finite number ≥ 0, got nan",
+    ),
+    "tolerance < 0": (
+        lambda: ct.assert_same_logits(MODEL, MODEL, TOKENS, rtol=-1.0),
+        ConfigError,
+        "rtol: .* got -1.0",
+    ),
+    "attention at_least NaN": (
+        lambda: ct.assert_attends(CACHE, "0.0", ct.previous_token_positions, at_least=float("nan")),
+        ConfigError,
+        r"at_least: expected an attention weight in \[0, 1\], got nan",
+    ),
+    "attention at_least > 1": (
+        lambda: ct.assert_attends(CACHE, "0.0", ct.previous_token_positions, at_least=2.0),
+        ConfigError,
+        "got 2.0",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", TESTING.values(), ids=TESTING.keys())
+def test_testing_bad_input(case: Case) -> None:
+    _raises(*case)
+
+
+def test_qk_expansion_assertion_takes_one_head_by_name() -> None:
+    """A head name is one head, not its characters."""
+    ct.assert_qk_expansion_exact(MODEL, TOKENS, heads="1.1")
