@@ -112,10 +112,39 @@ def unit_scaled(array: FloatArray, axes: tuple[int, ...] | None = None) -> tuple
     arrays cannot overflow; ``axes`` scales each sub-array over those axes separately (``e`` then
     keeps them as length-1 axes). A zero array is left as it is (``e = 0``).
     """
-    peak = np.abs(array).max(axis=axes, keepdims=axes is not None, initial=0.0)
-    exponent = np.frexp(peak)[1]
+    exponent = _exponent(array, axes)
     scaled: FloatArray = np.ldexp(array, -exponent)
     return scaled, exponent
+
+
+def wide_product(left: FloatArray, right: FloatArray) -> FloatArray:
+    """``left @ right`` in float64, multiplied in the factors' dtype without overflow.
+
+    Every entry is at most ``k · 2^a · 2^b`` in magnitude (``k`` the inner dimension, ``2^a``,
+    ``2^b`` just above the largest entries of the factors). When that fits the dtype, with the
+    dtype's full precision below it, the factors are multiplied as they are; otherwise they are
+    first scaled exactly by ``2^-a`` and ``2^-b`` (copies of both) and the product scaled back
+    in float64.
+    """
+    a, b = _exponent(left, None), _exponent(right, None)
+    info = np.finfo(left.dtype)
+    if info.minexp + info.nmant < a + b < info.maxexp - left.shape[-1].bit_length():
+        return (left @ right).astype(np.float64)
+    product = (np.ldexp(left, -a) @ np.ldexp(right, -b)).astype(np.float64)
+    with np.errstate(over="ignore"):  # only beyond float64, where callers check
+        result: FloatArray = np.ldexp(product, a + b)
+    return result
+
+
+def _exponent(array: FloatArray, axes: tuple[int, ...] | None) -> Any:
+    """The exponent ``e`` of the power of two just above ``max |array|`` (over ``axes``), computed
+    without a temporary copy of the array."""
+    keep = axes is not None
+    peak = np.maximum(
+        array.max(axis=axes, keepdims=keep, initial=0.0),
+        -array.min(axis=axes, keepdims=keep, initial=0.0),
+    )
+    return np.frexp(peak)[1]
 
 
 def common_dtype(*arrays: NDArray[Any]) -> np.dtype[Any]:

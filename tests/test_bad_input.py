@@ -308,10 +308,11 @@ def _scaled(model: AttnOnlyTransformer, scale: float, dtype: Any) -> AttnOnlyTra
     )
 
 
-@pytest.mark.parametrize("scale", [1e6, 1e30])
+@pytest.mark.parametrize("scale", [1e6, 1e30, 1e-30])
 def test_weight_analyses_of_float32_models_at_extreme_scales(scale: float) -> None:
-    """Scores are invariant to scaling every weight; at 1e30 (products beyond float32) they must
-    still match the unscaled float64 model's, not overflow to NaN or an error."""
+    """Scores are invariant to scaling every weight; at 1e30 (products beyond float32) and 1e-30
+    (products below its normal range) they must still match the unscaled model's, not overflow
+    to NaN or an error, nor lose their precision to subnormal numbers."""
     base = AttnOnlyTransformer.random(CFG, seed=3)
     big = _scaled(base, scale, np.float32)
     reference = _scaled(base, 1.0, np.float32)

@@ -10,9 +10,9 @@ its ``k × k`` core :math:`B A`. So for the ``V × V`` circuits of a head,
   :math:`(W_K^{h_2} W_O^{h_1})\,(W_V^{h_1} W_E W_E^T W_Q^{h_2\,T})`,
 
 and the only products over the vocabulary are the two ``d × d`` Gram matrices :math:`W_E W_U` and
-:math:`W_E W_E^T`, each costing one ``d × V × d`` product (in the model's dtype, of factors scaled
-exactly by powers of two so that it cannot overflow), shared by every head; the small products
-after them are in float64.
+:math:`W_E W_E^T`, each costing one ``d × V × d`` product in the model's dtype (of factors scaled
+exactly by powers of two when it could otherwise overflow), shared by every head; the small
+products after them are in float64.
 
 The summary of a spectrum is its **positivity** :math:`\operatorname{Re}\sum\lambda / \sum|\lambda|
 \in [-1, 1]`: 1 when every eigenvalue is positive (the OV circuit copies, the QK circuit attends
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .._arrays import FloatArray, unit_scaled
+from .._arrays import FloatArray, wide_product
 from .._checks import is_int
 from ..errors import AnalysisError, NumericalError
 from ..model import AttnOnlyTransformer
@@ -78,7 +78,7 @@ def ov_eigenvalues(model: AttnOnlyTransformer) -> ComplexArray:
     The ``d_head`` eigenvalues of the core :math:`W_V (W_E W_U) W_O`, sorted by decreasing modulus;
     the ``V − d_head`` further eigenvalues of the circuit are 0.
     """
-    gram = _gram(model.W_E, model.W_U)  # d × d, the one product over the vocabulary
+    gram = wide_product(model.W_E, model.W_U)  # d × d, the one product over the vocabulary
     return _sorted_eigenvalues(model.W_V @ gram @ model.W_O)
 
 
@@ -99,7 +99,7 @@ def qk_eigenvalues(model: AttnOnlyTransformer, *, positional: bool = False) -> C
     are these circuits divided by ``attn_scale``.
     """
     embedding = positional_embedding(model) if positional else model.W_E
-    gram = _gram(embedding, embedding.T)
+    gram = wide_product(embedding, embedding.T)
     return _sorted_eigenvalues(model.W_K @ gram @ model.W_Q.swapaxes(-1, -2))
 
 
@@ -125,7 +125,7 @@ def k_composition_eigenvalues(model: AttnOnlyTransformer) -> ComplexArray:
     L, H, k = cfg.n_layers, cfg.n_heads, cfg.d_head
     if L < 2:
         return np.full((L, H, L, H, k), np.nan, dtype=complex)
-    gram = _gram(model.W_E, model.W_E.T)
+    gram = wide_product(model.W_E, model.W_E.T)
     keys, queries = _stacked(model.W_K[1:]), _stacked(model.W_Q[1:])  # readers: [(L-1)H·k, d]
     outs, values = _stacked(model.W_O[:-1].swapaxes(-1, -2)), _stacked(model.W_V[:-1])  # writers
     n = (L - 1) * H
@@ -155,15 +155,6 @@ def _sorted_eigenvalues(cores: FloatArray) -> ComplexArray:
     values = np.linalg.eigvals(cores).astype(complex)
     order = np.argsort(-np.abs(values), axis=-1, kind="stable")
     result: ComplexArray = np.take_along_axis(values, order, axis=-1)
-    return result
-
-
-def _gram(left: FloatArray, right: FloatArray) -> FloatArray:
-    """``left @ right`` (``d × V × d``) in float64, multiplied in the model's dtype from factors
-    scaled exactly by powers of two (no overflow), then scaled back in float64."""
-    (a, exp_a), (b, exp_b) = unit_scaled(left), unit_scaled(right)
-    with np.errstate(over="ignore"):  # only beyond float64; the cores are checked
-        result: FloatArray = np.ldexp((a @ b).astype(np.float64), exp_a + exp_b)
     return result
 
 
