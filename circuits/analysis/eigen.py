@@ -129,8 +129,9 @@ def k_composition_eigenvalues(model: AttnOnlyTransformer) -> ComplexArray:
     keys, queries = _stacked(model.W_K[1:]), _stacked(model.W_Q[1:])  # readers: [(L-1)H·k, d]
     outs, values = _stacked(model.W_O[:-1].swapaxes(-1, -2)), _stacked(model.W_V[:-1])  # writers
     n = (L - 1) * H
-    key_out = (keys @ outs.T).reshape(n, k, n, k)  # [reader, ·, writer, ·]: W_K^{h₂} W_O^{h₁}
-    value_query = (values @ gram @ queries.T).reshape(n, k, n, k)  # [writer, ·, reader, ·]
+    # [reader, ·, writer, ·]: W_K^{h₂} W_O^{h₁}, and [writer, ·, reader, ·]
+    key_out = wide_product(keys, outs.T).reshape(n, k, n, k)
+    value_query = (values @ gram @ queries.T).reshape(n, k, n, k)
     cores = np.einsum("rawb,wbrc->rwac", key_out, value_query)  # [reader, writer, k, k]
     eigenvalues = _sorted_eigenvalues(cores).reshape(L - 1, H, L - 1, H, k)
     return writer_reader_tensor(eigenvalues, L)
@@ -159,6 +160,6 @@ def _sorted_eigenvalues(cores: FloatArray) -> ComplexArray:
 
 
 def _stacked(factors: FloatArray) -> FloatArray:
-    """``[L, H, k, d]`` → ``[L·H·k, d]`` in float64: every head's rows, head after head."""
-    result: FloatArray = factors.reshape(-1, factors.shape[-1]).astype(np.float64)
+    """``[L, H, k, d]`` → ``[L·H·k, d]``: every head's rows, head after head."""
+    result: FloatArray = factors.reshape(-1, factors.shape[-1])
     return result
