@@ -117,22 +117,30 @@ def unit_scaled(array: FloatArray, axes: tuple[int, ...] | None = None) -> tuple
     return scaled, exponent
 
 
-def wide_product(left: FloatArray, right: FloatArray) -> FloatArray:
-    """``left @ right`` in float64, multiplied in the factors' dtype without overflow.
+def scaled_pair(
+    left: FloatArray, right: FloatArray, terms: int
+) -> tuple[FloatArray, FloatArray, int]:
+    """Two factors ready to be multiplied in their dtype, and the exponent ``e`` to scale back by.
 
-    Every entry is at most ``k · 2^a · 2^b`` in magnitude (``k`` the inner dimension, ``2^a``,
-    ``2^b`` just above the largest entries of the factors). When that fits the dtype, with the
-    dtype's full precision below it, the factors are multiplied as they are; otherwise they are
-    first scaled exactly by ``2^-a`` and ``2^-b`` (copies of both) and the product scaled back
-    in float64.
+    With ``2^a``, ``2^b`` just above the largest entries of ``left`` and ``right``, a sum of
+    ``terms`` products of their entries is below ``terms · 2^(a+b)``. When that fits the dtype,
+    with its full precision below it, the factors are returned as they are (``e = 0``);
+    otherwise scaled exactly to ``left / 2^a`` and ``right / 2^b`` (copies), with ``e = a + b``.
     """
     a, b = _exponent(left, None), _exponent(right, None)
     info = np.finfo(left.dtype)
-    if info.minexp + info.nmant < a + b < info.maxexp - left.shape[-1].bit_length():
-        return (left @ right).astype(np.float64)
-    product = (np.ldexp(left, -a) @ np.ldexp(right, -b)).astype(np.float64)
+    if info.minexp + info.nmant < a + b < info.maxexp - terms.bit_length():
+        return left, right, 0
+    return np.ldexp(left, -a), np.ldexp(right, -b), int(a + b)
+
+
+def wide_product(left: FloatArray, right: FloatArray) -> FloatArray:
+    """``left @ right`` in float64, multiplied in the factors' dtype without overflow or loss to
+    subnormal numbers (see :func:`scaled_pair`)."""
+    scaled_left, scaled_right, exponent = scaled_pair(left, right, left.shape[-1])
+    product = (scaled_left @ scaled_right).astype(np.float64)
     with np.errstate(over="ignore"):  # only beyond float64, where callers check
-        result: FloatArray = np.ldexp(product, a + b)
+        result: FloatArray = np.ldexp(product, exponent)
     return result
 
 

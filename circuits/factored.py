@@ -30,8 +30,8 @@ from ._arrays import (
     checked_product,
     common_dtype,
     frozen,
+    scaled_pair,
     to_numpy,
-    unit_scaled,
 )
 from ._checks import is_int, is_real
 from .errors import NumericalError, ShapeError, WeightError
@@ -193,13 +193,12 @@ class FactoredMatrix:
     # ------------------------------------------------------------------ spectra
     @cached_property
     def _unit(self) -> tuple[FloatArray, FloatArray, int]:
-        """``(A / 2^a, B / 2^b, a + b)`` with ``2^a``, ``2^b`` just above ``max|A|``, ``max|B|``.
+        """The factors, or when their products could overflow (or underflow) the dtype the factors
+        scaled exactly by powers of two, ``(A / 2^a, B / 2^b, a + b)`` (:func:`scaled_pair`).
 
-        Spectra are computed from these unit-scaled factors (scaling by powers of two is exact)
-        and :meth:`_rescaled` at the end, in float64: no intermediate product overflows.
+        Spectra are computed from these and :meth:`_rescaled` at the end, in float64.
         """
-        (a, ea), (b, eb) = unit_scaled(self.A), unit_scaled(self.B)
-        return a, b, int(ea + eb)
+        return scaled_pair(self.A, self.B, max(self.shape) * self.mdim)
 
     def _rescaled(self, values: Any, what: str) -> Any:
         """``values · 2^(a+b)`` (float64 or complex128): a spectrum of the unit-scaled product
@@ -216,7 +215,12 @@ class FactoredMatrix:
         Since :math:`AB\,(Au) = A\,(BA\,u)`, every nonzero eigenvalue of :math:`AB` is one of these;
         :math:`AB` has ``m − k`` further zero eigenvalues. Needs ``m == n``.
         """
-        return self._eig_core()[0]
+        self._require_square("eigenvalues")
+        a, b, _ = self._unit
+        values = np.linalg.eigvals(b @ a).astype(complex)
+        order = np.argsort(-np.abs(values), kind="stable")
+        result: NDArray[np.complexfloating[Any, Any]] = self._rescaled(values[order], "eigenvalues")
+        return result
 
     def eig(
         self,
@@ -226,18 +230,12 @@ class FactoredMatrix:
         If :math:`BA\,u = λu` with :math:`λ ≠ 0` then :math:`AB\,(Au) = λ\,(Au)`; vectors for a zero
         eigenvalue of the core may vanish and are returned as they come. Sorted by decreasing |λ|.
         """
-        values, vectors = self._eig_core()
-        return values, (self.A @ vectors).astype(complex)
-
-    def _eig_core(
-        self,
-    ) -> tuple[NDArray[np.complexfloating[Any, Any]], NDArray[np.complexfloating[Any, Any]]]:
-        """Eigenvalues and eigenvectors ``u`` of the core :math:`BA` (columns), by decreasing |λ|."""
-        self._require_square("eigenvalues")
+        self._require_square("eig")
         a, b, _ = self._unit
         values, vectors = np.linalg.eig(b @ a)
         order = np.argsort(-np.abs(values), kind="stable")
-        return self._rescaled(values[order].astype(complex), "eigenvalues"), vectors[:, order]
+        eigenvalues = self._rescaled(values[order].astype(complex), "eigenvalues")
+        return eigenvalues, (self.A @ vectors[:, order]).astype(complex)
 
     @cached_property
     def _svd(self) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -267,8 +265,13 @@ class FactoredMatrix:
         return _in_dtype(values, self.dtype, "singular values")
 
     def norm(self) -> float:
-        r"""The Frobenius norm :math:`\|AB\|_F = \|R_A R_B^T\|_F` (in float64)."""
-        unit = np.sqrt(np.sum(np.square(self._svd[1], dtype=np.float64)))
+        r"""The Frobenius norm :math:`\|AB\|_F = \|R_A R_B^T\|_F = \sqrt{\sum_i \sigma_i^2}`.
+
+        In float64, as :math:`\sigma_1 \sqrt{\sum_i (\sigma_i / \sigma_1)^2}` (no square overflows).
+        """
+        values = self._svd[1].astype(np.float64)
+        top = values.max(initial=0.0)
+        unit = top * np.sqrt(np.sum(np.square(values / top))) if top > 0 else 0.0
         return float(self._rescaled(unit, "norm"))
 
     def trace(self) -> float:
