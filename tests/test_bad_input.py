@@ -830,7 +830,7 @@ def test_overrides_error_names_the_file_once(tmp_path: Any) -> None:
     assert str(caught.value).count(str(path)) == 1
 
 
-# ---------------------------------------------------------------------- testing helpers
+# ---------------------------------------------------------------------- circuits.testing
 TESTING: dict[str, Case] = {
     "strategy of a non-model": (
         lambda: ct.token_sequences(None),  # type: ignore[arg-type]
