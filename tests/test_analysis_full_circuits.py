@@ -67,7 +67,7 @@ def test_composition_circuits_need_the_writer_first() -> None:
             build(model, "1.0", "1.1")
     with pytest.raises(circuits.HeadError):
         ov_circuit(model, "2.0")
-    with pytest.raises(circuits.HeadError, match="a head is a name 'l.h' or a pair"):
+    with pytest.raises(circuits.HeadError, match=r"a head is a name 'l\.h' or a pair"):
         ov_circuit(model, 1)  # type: ignore[arg-type]
 
 
