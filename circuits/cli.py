@@ -25,7 +25,7 @@ from .errors import CircuitsError, PathError, TokenError, VerificationError
 from .io import load
 from .model import AttnOnlyTransformer
 from .paths import KINDS, path_expansion
-from .render import circuit_diagram, composition_edges, save_diagram
+from .render import circuit_diagram, composition_edges, composition_threshold, save_diagram
 from .verify import certify_induction
 
 __all__ = ["main"]
@@ -86,7 +86,8 @@ def analyze(args: argparse.Namespace, out: Printer) -> None:
     rows = [[name, *(h[key] for key in _HEAD_COLUMNS)] for name, h in report["heads"].items()]
     out("\n" + _table(["head", *_HEAD_COLUMNS], rows))
     out(
-        f"\ncomposition ≥ {args.threshold:g} (chance level ≈ {report['composition_baseline']:.3f}):"
+        f"\ncomposition ≥ {report['composition_threshold']:.3f} "
+        f"(chance level ≈ {report['composition_baseline']:.3f}):"
     )
     pairs = report["composition"]
     if not pairs:
@@ -100,7 +101,7 @@ _HEAD_COLUMNS = ("previous_token", "duplicate_token", "induction", "copying", "o
 
 
 def analysis_report(
-    model: AttnOnlyTransformer, *, threshold: float, seq_len: int | None
+    model: AttnOnlyTransformer, *, threshold: float | None, seq_len: int | None
 ) -> dict[str, Any]:
     """The numbers ``circuits analyze`` prints, as a JSON-compatible dict."""
     heads: dict[str, dict[str, float | None]] = {}
@@ -114,6 +115,7 @@ def analysis_report(
         "model": {**model.cfg.to_dict(), "bos_token": model.bos_token},
         "heads": heads,
         "composition_baseline": composition_baseline(model),
+        "composition_threshold": composition_threshold(model, threshold),
         "composition": [
             {"kind": kind, "writer": writer, "reader": reader, "score": score}
             for kind, writer, reader, score in composition_edges(
@@ -246,8 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                          description=render.__doc__)  # fmt: skip
     _model_arguments(p)
     p.add_argument("--out", required=True, help="output file: .svg, .png, .pdf or .dot")
-    p.add_argument("--threshold", type=float, default=0.3,
-                   help="draw composition edges with score ≥ this (default 0.3)")  # fmt: skip
+    p.add_argument("--threshold", type=float, default=None,
+                   help="draw composition edges with score ≥ this (default: 1.5 × the chance level, 1.5/√d_model)")  # fmt: skip
     p.add_argument("--no-composition", action="store_true", help="no composition edges")
     p.add_argument("--highlight", action="append", default=[], metavar="PATH",
                    help="a path to highlight, as comma-separated nodes, e.g. 0.1,1.0 or "
@@ -259,8 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
                          description=analyze.__doc__)  # fmt: skip
     _model_arguments(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    p.add_argument("--threshold", type=float, default=0.3,
-                   help="list composition scores ≥ this (default 0.3)")  # fmt: skip
+    p.add_argument("--threshold", type=float, default=None,
+                   help="list composition scores ≥ this (default: 1.5 × the chance level, 1.5/√d_model)")  # fmt: skip
     p.add_argument("--seq-len", type=int, help="length of the repeated random runs")
     p.set_defaults(run=analyze)
 

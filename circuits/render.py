@@ -5,7 +5,8 @@ from the embeddings (bottom) to the unembedding (top), each layer's heads beside
 the stream below and writing to the stream above. On top of that it draws
 
 * composition edges from a head to a head of a later layer, styled by kind (Q dashed blue,
-  K dotted red, V solid green) with width ``1 + 5·score`` for every score at or above a threshold;
+  K dotted red, V solid green) with width ``1 + 5·score`` for every score at or above a threshold
+  (by default 1.5 × the score of two unrelated heads, :func:`composition_threshold`);
 * highlighted paths (a term of the path expansion, a circuit) as coloured chains of nodes;
 * head roles (``previous-token``, ``induction``) from the model's metadata or given explicitly;
 * for hand-built models (:mod:`circuits.construct`), the subspaces each head compares and moves
@@ -32,7 +33,7 @@ import numpy as np
 
 from ._arrays import as_real_array
 from ._checks import is_real
-from .analysis import all_composition_scores
+from .analysis import all_composition_scores, composition_baseline
 from .config import head_name
 from .errors import PathError, RenderError
 from .graph import EMBED, POS_EMBED, UNEMBED, parse_node
@@ -46,6 +47,7 @@ __all__ = [
     "Saved",
     "circuit_diagram",
     "composition_edges",
+    "composition_threshold",
     "escape_label",
     "head_roles",
     "head_subspaces",
@@ -141,7 +143,7 @@ def circuit_diagram(
     model: AttnOnlyTransformer,
     *,
     composition: Mapping[str, Any] | bool | None = None,
-    threshold: float = 0.3,
+    threshold: float | None = None,
     roles: Mapping[str, str | Sequence[str]] | None = None,
     highlight: Iterable[PathTerm | Sequence[str]] = (),
     title: str | None = None,
@@ -151,8 +153,9 @@ def circuit_diagram(
     ``composition`` maps a kind (``"Q"``, ``"K"``, ``"V"``) to scores ``[n_layers, n_heads,
     n_layers, n_heads]`` (entry ``[l₁, h₁, l₂, h₂]`` from writer ``l₁.h₁`` to reader ``l₂.h₂``, as
     ``circuits.analysis.all_composition_scores`` returns them, and computes them when
-    ``composition=True``); each score ``≥ threshold`` becomes an edge. ``roles`` (default: :func:`head_roles`) labels heads. Each path of ``highlight`` is a
-    term of :func:`~circuits.paths.path_expansion` or a path of the computation graph as node
+    ``composition=True``); each score ``≥ threshold`` (default: :func:`composition_threshold`)
+    becomes an edge. ``roles`` (default: :func:`head_roles`) labels heads. Each path of
+    ``highlight`` is a term of :func:`~circuits.paths.path_expansion` or a path of the computation graph as node
     names (``"embed"``, ``"pos_embed"``, ``"b_O[0]"``, heads ``"l.h"``, ``"unembed"``; see
     :mod:`circuits.graph`); heads alone run from ``embed`` to ``unembed``. Bias sources appear
     only when a highlighted path starts at one.
@@ -251,17 +254,37 @@ def _skeleton(
     return graph
 
 
+#: The default composition threshold, as a multiple of :func:`~circuits.composition_baseline`.
+THRESHOLD_OVER_BASELINE = 1.5
+
+
+def composition_threshold(model: AttnOnlyTransformer, threshold: float | None = None) -> float:
+    r"""``threshold``, checked; by default :math:`1.5 / \sqrt{d_\text{model}}`.
+
+    The default is 1.5 × :func:`~circuits.composition_baseline`, the root-mean-square score of
+    two unrelated heads: a perfect composition through ``r`` dimensions scores only about
+    :math:`1/\sqrt{r}`, so a fixed threshold would hide real composition in wide models.
+    """
+    if threshold is None:
+        return THRESHOLD_OVER_BASELINE * composition_baseline(model)
+    if not (is_real(threshold) and math.isfinite(threshold)):
+        raise RenderError(f"threshold must be a finite number, got {threshold!r}")
+    return float(threshold)
+
+
 def composition_edges(
-    model: AttnOnlyTransformer, composition: Mapping[str, Any] | bool | None, threshold: float
+    model: AttnOnlyTransformer,
+    composition: Mapping[str, Any] | bool | None,
+    threshold: float | None = None,
 ) -> list[tuple[str, str, str, float]]:
     """``(kind, writer, reader, score)`` for every defined score ``≥ threshold``, strongest first.
 
     ``composition`` maps kinds to ``[n_layers, n_heads, n_layers, n_heads]`` scores (entry
     ``[l₁, h₁, l₂, h₂]`` from writer ``l₁.h₁`` to reader ``l₂.h₂``, defined for ``l₁ < l₂``);
     ``True`` computes all three kinds with :func:`~circuits.analysis.all_composition_scores`.
+    ``threshold`` defaults to :func:`composition_threshold`.
     """
-    if not (is_real(threshold) and math.isfinite(threshold)):
-        raise RenderError(f"threshold must be a finite number, got {threshold!r}")
+    threshold = composition_threshold(model, threshold)
     if composition is True:
         composition = all_composition_scores(model)
     if not composition:

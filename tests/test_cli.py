@@ -83,6 +83,23 @@ def test_analyze_table(capsys: pytest.CaptureFixture[str], model_file: Path) -> 
     assert out.rstrip().endswith("none")
 
 
+def test_default_threshold_finds_the_trained_models_k_composition(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The default threshold is relative to chance (1.5/√d_model), not a fixed number."""
+    from circuits import composition_baseline, zoo
+
+    trained = zoo.load("attn2l-induction")
+    path = save(trained, tmp_path / "trained.safetensors")
+    code, out, _ = run(capsys, "analyze", str(path), "--json")
+    report = json.loads(out)
+    assert code == 0
+    assert report["composition_threshold"] == pytest.approx(1.5 * composition_baseline(trained))
+    k_pairs = {(p["writer"], p["reader"]) for p in report["composition"] if p["kind"] == "K"}
+    assert {("0.0", f"1.{h}") for h in range(4)} <= k_pairs
+    assert all(p["score"] >= report["composition_threshold"] for p in report["composition"])
+
+
 def test_analyze_reads_transformer_lens_state_dicts(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, model: AttnOnlyTransformer
 ) -> None:
