@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
-import sympy as sp
 
 from .analysis import all_composition_scores, behaviour_scores, composition_baseline, copying_scores
 from .demo import run_demo
@@ -208,7 +207,7 @@ def certify(args: argparse.Namespace, out: Printer) -> None:
     else:
         certificate = certify_induction(**parameters)
     if args.latex:
-        out(f"P(\\text{{correct}}) \\ge {sp.latex(certificate.expression)}")
+        out(certificate.latex())
     else:
         out(str(certificate))
 
@@ -231,7 +230,12 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``circuits`` command."""
-    parser = _Parser(prog="circuits", description=__doc__.split("\n\n")[0])
+    parser = _Parser(
+        prog="circuits",
+        description="Build, run, expand, analyse, prove and draw attention-only transformer "
+        "circuits. MODEL is a file written by circuits.save or a TransformerLens state dict "
+        "(.npz, .safetensors).",
+    )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=_Parser)
 
     p = verbs.add_parser("demo", help="build an induction circuit, analyse it, draw it",

@@ -197,7 +197,10 @@ def test_certify_from_parameters_or_a_model_file(
     code, out, _ = run(capsys, "certify", str(path))
     assert code == 0 and out.strip() == str(certify_induction(load(path)))
     code, out, _ = run(capsys, "certify", "--vocab-size", "5", "--n-ctx", "6", "--latex")
-    assert out.startswith(r"P(\text{correct}) \ge \frac{1}") and "beta_{1}" in out
+    certificate = certify_induction(vocab_size=5, n_ctx=6)
+    assert out.strip() == certificate.latex()
+    assert out.startswith(r"$P(\text{correct}) \ge \frac{1}") and "beta_{1}" in out
+    assert out.strip().endswith(f"{certificate.bound:.12g}$")
 
 
 @pytest.mark.parametrize(
