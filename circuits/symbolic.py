@@ -515,7 +515,9 @@ def weight_values(weights: Mapping[str, Any], cfg: TransformerConfig) -> dict[st
     ``weights["W_Q"][l][h]`` etc. may be numpy arrays or sympy matrices (so a hand-built model
     with symbolic entries is a mapping of nested lists of sympy matrices). ``W_QK^{l.h}`` and
     ``W_OV^{l.h}`` are added as :math:`W_Q^T W_K` and :math:`W_O W_V` (factored when numeric);
-    ``alpha`` is ``cfg.attn_scale``. Entries may be overridden afterwards, e.g. with a symbolic β.
+    ``alpha`` is ``cfg.attn_scale`` (an exact sympy integer when the weights are symbolic and the
+    scale is integral, so that exact terms print as ``β₁`` rather than ``1.0·β₁``). Entries may
+    be overridden afterwards, e.g. with a symbolic β.
     """
     values: dict[str, Any] = {"alpha": cfg.attn_scale}
     for name in ("W_E", "W_P", "W_U", "b_U"):
@@ -534,6 +536,9 @@ def weight_values(weights: Mapping[str, Any], cfg: TransformerConfig) -> dict[st
                 a, b = values.get(symbol_name(left, owner)), values.get(symbol_name(right, owner))
                 if a is not None and b is not None:
                     values[symbol_name(name, owner)] = _pair(a.T if name == "W_QK" else a, b)
+    symbolic = any(isinstance(value, sp.MatrixBase) for value in values.values())
+    if symbolic and float(cfg.attn_scale).is_integer():
+        values["alpha"] = sp.Integer(int(cfg.attn_scale))
     return values
 
 

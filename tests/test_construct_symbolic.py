@@ -106,3 +106,17 @@ def test_symbolic_weights_substitute_to_the_numeric_model(mechanism: Mechanism) 
             numeric.W_QK(head).AB,
             atol=1e-12,
         )
+
+
+def test_exact_weights_hold_no_floats() -> None:
+    """Numeric scales of 1 and the score scale α = 1 enter as exact integers, not as 1.0."""
+    beta0, beta1, gamma = sp.symbols("beta_0 beta_1 gamma", positive=True)
+    symbolic = induction_circuit(4, 5, beta0=beta0, beta1=beta1, gamma=gamma).symbolic()
+    values = symbolic.path_values()
+    floats = [name for name, value in values.items()
+              if isinstance(value, sp.MatrixBase) and value.atoms(sp.Float)]  # fmt: skip
+    assert floats == []
+    assert isinstance(values["alpha"], sp.Integer) and values["alpha"] == 1
+    twin = symbolic.substitute({beta0: 1.0, beta1: 2.0, gamma: 3.0})
+    k_term = qk_expansion(twin, "1.0").term(["embed"], ["embed", "0.0"])
+    assert k_term.weight_value(values) == beta1 * sp.eye(4)  # structurally, without simplify

@@ -67,10 +67,9 @@ class Factors:
 
         from .maps import exact_number
 
+        scales = [s if isinstance(s, sympy.Basic) else exact_number(s) for s in self.scales]
         left = sympy.Matrix(
-            self.left.shape[0],
-            self.rank,
-            lambda i, j: exact_number(self.left[i, j]) * self.scales[j],
+            self.left.shape[0], self.rank, lambda i, j: exact_number(self.left[i, j]) * scales[j]
         )
         right = sympy.Matrix(*self.right.shape, lambda i, j: exact_number(self.right[i, j]))
         return left, right
