@@ -170,6 +170,14 @@ def _selection(chosen: Sequence[int] | None, size: int, name: str) -> list[int]:
     return [int(i) for i in index]
 
 
+def _require_choice(tokens: Sequence[int] | None, size: int, what: str) -> None:
+    """A circuit over more than :data:`MAX_CELLS` tokens or positions needs ``tokens=``."""
+    if tokens is None and size > MAX_CELLS:
+        raise RenderError(
+            f"{size} {what} would be shown, at most {MAX_CELLS}: pass tokens= to choose some"
+        )
+
+
 def _labels(names: Sequence[str] | None, index: list[int], what: str, size: int) -> list[str]:
     if names is None:
         return [str(i) for i in index]
@@ -200,6 +208,7 @@ def qk_circuit_plot(
     layer, index = model.cfg.resolve_head(head)
     circuit = (positional_qk_circuit if positional else token_qk_circuit)(model, (layer, index))
     what = "position" if positional else "token"
+    _require_choice(tokens, circuit.shape[0], f"{what}s")
     return circuit_plot(
         circuit, rows=tokens, cols=tokens, row_labels=labels, col_labels=labels,
         title=f"{what} QK circuit of head {layer}.{index}", xlabel=f"key {what}",
@@ -218,6 +227,7 @@ def ov_circuit_plot(
     r"""The OV circuit :math:`W_U W_{OV} W_E` of ``head`` on ``tokens``: output token down,
     attended (source) token across; a copying head shows a positive diagonal."""
     layer, index = model.cfg.resolve_head(head)
+    _require_choice(tokens, model.cfg.d_vocab, "tokens")
     return circuit_plot(
         ov_circuit(model, (layer, index)), rows=tokens, cols=tokens, row_labels=labels,
         col_labels=labels, title=f"OV circuit of head {layer}.{index}",

@@ -104,6 +104,11 @@ def test_save_figure(tmp_path: Path) -> None:
         plots.save_figure(figure, tmp_path / "missing" / "ov.png")
 
 
+BIG = AttnOnlyTransformer.random(
+    {"n_layers": 1, "n_heads": 1, "d_model": 4, "d_head": 2, "d_vocab": 600, "n_ctx": 520}
+)
+
+
 @needs_matplotlib
 @pytest.mark.parametrize(
     ("make", "message"),
@@ -117,6 +122,8 @@ def test_save_figure(tmp_path: Path) -> None:
         (lambda m, c: plots.attention_plot(c, "0.0", labels=["a"]), "expected 3 position names"),
         (lambda m, c: plots.attention_plot(c, "4.0"), "layer 4 out of range"),
         (lambda m, c: plots.qk_circuit_plot(NO_POSITIONS, "0.0", positional=True), "positional"),
+        (lambda m, c: plots.ov_circuit_plot(BIG, "0.0"), "600 tokens would be shown.*pass tokens="),
+        (lambda m, c: plots.qk_circuit_plot(BIG, "0.0", positional=True), "520 positions.*tokens="),
     ],
 )  # fmt: skip
 def test_bad_requests_get_clear_errors(make: object, message: str) -> None:
