@@ -113,11 +113,18 @@ def _suffix(path: Path) -> str:
 
 
 def _read_npz(path: Path) -> tuple[dict[str, NDArray[Any]], str | None]:
+    if not zipfile.is_zipfile(path):  # np.load would try other formats, pickle among them
+        raise ModelFileError(f"{path}: not a readable .npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as error:
-        raise ModelFileError(f"{path}: not a readable .npz file ({error})") from None
+        reason = (
+            "it holds pickled Python objects, which circuits never loads"
+            if "pickle" in str(error)
+            else str(error)
+        )
+        raise ModelFileError(f"{path}: not a readable .npz file ({reason})") from None
     header = arrays.pop(_HEADER_KEY, None)
     if header is None:
         return arrays, None

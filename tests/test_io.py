@@ -231,7 +231,14 @@ def test_garbage_files_raise_model_file_error(saved: Path) -> None:
 def test_pickled_npz_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "evil.npz"
     np.savez(path, W_E=np.array([{"payload": 1}], dtype=object))
-    with pytest.raises(ModelFileError, match="not a readable"):
+    with pytest.raises(ModelFileError, match="pickled Python objects, which circuits never loads"):
+        circuits.load(path)
+
+
+def test_text_named_npz_is_not_offered_to_the_unpickler(tmp_path: Path) -> None:
+    path = tmp_path / "notes.npz"
+    path.write_text("not an archive\n" * 10)
+    with pytest.raises(ModelFileError, match=r"not a zip archive\)$"):
         circuits.load(path)
 
 
