@@ -251,12 +251,14 @@ def induction_sequences(
 
     That earlier occurrence is at some ``j ≥ 1``; an induction circuit must predict ``t_{j+1}``
     (see :func:`induction_target`). BOS is ``bos_token``, else the model's, else token 0; it never
-    occurs after position 0. ``length`` ``n`` defaults to ``(3, n_ctx)``.
+    occurs after position 0. ``length`` ``n`` defaults to ``(3, n_ctx)``, or to 3 when the
+    vocabulary has a single ordinary token (``BOS, a, a`` is then the only member of the family).
     """
     cfg = _config(source)
     bos = _bos(source, bos_token)
     bos = 0 if bos is None else bos
-    low, high = _bounds((3, cfg.n_ctx) if length is None else length, "length", 3)
+    longest = 3 if cfg.d_vocab == 2 else cfg.n_ctx
+    low, high = _bounds((3, longest) if length is None else length, "length", 3)
     if high > cfg.n_ctx:
         raise TokenError(f"length: at most n_ctx={cfg.n_ctx} positions, asked for {high}")
     _require_vocab(cfg, bos, 1 if high == 3 else 2)

@@ -256,3 +256,16 @@ def test_the_induction_circuit_is_right_on_every_induction_sequence(tokens: np.n
     last_query_only = np.full(len(tokens), -1)
     last_query_only[-1] = ct.induction_positions(tokens)[-1]
     ct.assert_attends(cache, "1.0", last_query_only, at_least=0.999)
+
+
+@given(st.data())
+def test_one_ordinary_token_leaves_only_the_shortest_induction_sequence(
+    data: st.DataObject,
+) -> None:
+    model = AttnOnlyTransformer.random(
+        {"n_layers": 0, "n_heads": 1, "d_model": 1, "d_head": 1, "d_vocab": 2, "n_ctx": 6}
+    )
+    tokens = data.draw(ct.induction_sequences(model, bos_token=1))
+    np.testing.assert_array_equal(tokens, [1, 0, 0])
+    with pytest.raises(ConfigError, match="leaves 1 non-BOS tokens; these sequences need 2"):
+        ct.induction_sequences(model, bos_token=1, length=4)
