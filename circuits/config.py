@@ -81,11 +81,6 @@ class TransformerConfig:
         """The config as a JSON-serialisable dict (inverse of :meth:`from_dict`)."""
         return asdict(self)
 
-    @property
-    def n_head_total(self) -> int:
-        """``n_layers · n_heads``."""
-        return self.n_layers * self.n_heads
-
     def heads(self) -> Iterator[tuple[int, int]]:
         """Every head as ``(layer, head)``, layer by layer."""
         for layer in range(self.n_layers):

@@ -28,6 +28,7 @@ arithmetic (mpmath) and rounded down, so ``bound`` is a proved lower bound, not 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -215,8 +216,6 @@ def _up(value: Any) -> float:
 
 
 def _nextafter(x: float, direction: int) -> float:
-    import math
-
     return math.nextafter(x, math.inf if direction > 0 else -math.inf)
 
 
