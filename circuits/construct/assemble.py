@@ -331,6 +331,45 @@ class SymbolicModel:
             W_U=numeric(self.weights["W_U"]),
             W_P=None if W_P is None else numeric(W_P),
             bos_token=self.bos_token,
-            metadata=self.metadata,
+            metadata=_substituted_metadata(self.metadata, subs),
             **heads,
         )
+
+
+#: Metadata fields of a record that name things rather than hold numbers.
+_NAME_FIELDS = frozenset({"name", "mechanism", "code"})
+
+
+def _substituted_metadata(metadata: Mapping[str, Any], subs: Mapping[Any, Any]) -> dict[str, Any]:
+    """``metadata`` with each record's symbolic scales (stored as strings) evaluated at ``subs``.
+
+    A record is a mapping value of ``metadata``; a field is replaced when its string parses as an
+    expression whose symbols are all in ``subs``, so a substituted model records the numbers it
+    was built with (and certificates can rebuild it).
+    """
+    by_name = {str(symbol): value for symbol, value in subs.items()}
+    out: dict[str, Any] = {}
+    for key, record in metadata.items():
+        if isinstance(record, Mapping):
+            record = {
+                field_: _evaluated(value, by_name) if field_ not in _NAME_FIELDS else value
+                for field_, value in record.items()
+            }
+        out[key] = record
+    return out
+
+
+def _evaluated(value: Any, by_name: Mapping[str, Any]) -> Any:
+    """A string expression in the substituted symbols as a number; anything else unchanged."""
+    import sympy as sp
+
+    if not isinstance(value, str):
+        return value
+    try:
+        expr = sp.sympify(value, locals={name: sp.Symbol(name) for name in by_name})
+    except (sp.SympifyError, TypeError, SyntaxError):
+        return value
+    names = {str(s) for s in getattr(expr, "free_symbols", ())}
+    if not names or not names <= set(by_name):
+        return value
+    return float(expr.subs({sp.Symbol(n): by_name[n] for n in names}))

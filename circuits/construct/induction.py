@@ -276,8 +276,8 @@ def induction_parameters(
 ) -> InductionParameters:
     """The parameters an induction model was built with, read from its metadata.
 
-    With ``check_weights`` the model is rebuilt from them and every weight compared (to 1e-12
-    relative): a model whose weights were changed after construction is a
+    With ``check_weights`` the model is rebuilt from them and every weight compared (they must be
+    equal to the last bit; float32 weights that equal the float64 ones count as equal): a model whose weights were changed after construction is a
     :class:`~circuits.errors.VerificationError`, so nothing certified about the construction is
     claimed for a different model.
     """
@@ -303,9 +303,8 @@ def _compare_weights(model: AttnOnlyTransformer, rebuilt: AttnOnlyTransformer) -
         )
     ours, theirs = rebuilt.parameters(), model.parameters()
     for name, expected in ours.items():
-        actual = theirs[name]
-        size = max(float(np.abs(expected).max(initial=0.0)), 1.0)
-        if not np.allclose(actual, expected, rtol=0.0, atol=1e-12 * size):
+        # exactly equal: a certificate is about the real-number model of these very weights
+        if not np.array_equal(theirs[name], expected):
             raise VerificationError(
                 f"the model's {name} differs from the construction its metadata records"
             )

@@ -43,8 +43,16 @@ from ..construct.induction import Mechanism
 from ..errors import VerificationError
 from ..model import AttnOnlyTransformer
 from ._params import resolve
+from ._rounding import float_down, float_up, interval_high, interval_low
 
-__all__ = ["STEP_SYMBOLS", "SYMBOLS", "Certificate", "DerivationStep", "certify_induction"]
+__all__ = [
+    "REAL_NUMBER_MODEL",
+    "STEP_SYMBOLS",
+    "SYMBOLS",
+    "Certificate",
+    "DerivationStep",
+    "certify_induction",
+]
 
 #: The parameters of a certificate's expressions.
 SYMBOLS: dict[str, sp.Symbol] = {
@@ -60,6 +68,14 @@ _ORDER = tuple(SYMBOLS)
 #: A private interval-arithmetic context (64-bit mantissas), so no global mpmath state changes.
 _INTERVALS = MPIntervalContext()
 _INTERVALS.prec = 64
+
+
+#: What every certificate is about: exact arithmetic on the model's weights as stored.
+REAL_NUMBER_MODEL = (
+    "the real-number model: exact arithmetic on the weights as stored (float32 and float64 "
+    "weights are exact real numbers); a forward pass in floating point rounds, and in float32 "
+    "its probabilities can differ from the real model's by about 1e-7"
+)
 
 
 @dataclass(frozen=True)
@@ -85,7 +101,8 @@ class Certificate:
     ``bound`` is a float rounded down from an interval enclosure; ``error_bound`` (rounded up)
     bounds P(wrong) = 1 − P(correct) directly, accurate where ``bound`` rounds to 1.
     ``expression`` is the bound as a sympy expression of :data:`SYMBOLS`; ``values`` are the
-    parameters it was evaluated at; ``steps`` are the derivation.
+    parameters it was evaluated at; ``steps`` are the derivation; ``about`` says which model the
+    bound is true of (:data:`REAL_NUMBER_MODEL`).
     """
 
     mechanism: Mechanism
@@ -94,6 +111,7 @@ class Certificate:
     expression: Any
     values: dict[str, float]
     steps: tuple[DerivationStep, ...]
+    about: str = REAL_NUMBER_MODEL
 
     @property
     def family(self) -> str:
@@ -107,6 +125,7 @@ class Certificate:
         head = [
             f"Certificate ({self.mechanism}-composition induction circuit)",
             f"  family: {self.family}",
+            f"  about: {self.about}",
             "  parameters: " + ", ".join(f"{k} = {_number(v)}" for k, v in self.values.items()),
         ]
         body = [str(step) for step in self.steps]
@@ -202,21 +221,34 @@ def _evaluator(mechanism: str) -> Callable[..., Any]:
     )
 
 
-def _down(value: Any) -> float:
-    """The largest float ≤ the interval's lower end."""
-    low = mpmath.mpf(value.a)
-    out = float(low)
-    return out if mpmath.mpf(out) <= low else float(_nextafter(out, -1))
+#: Sizes up to 2^53 are exact as floats; a longer context or a larger vocabulary is no real model.
+_MAX_SIZE = 2**53
 
 
-def _up(value: Any) -> float:
-    high = mpmath.mpf(value.b)
-    out = float(high)
-    return out if mpmath.mpf(out) >= high else float(_nextafter(out, 1))
+def _size(value: int, name: str, least: int) -> float:
+    """A vocabulary size or context length as an exact float, or a clear refusal."""
+    if value < least:
+        family = "the family is empty (its sequences have ≥ 3 tokens)" if name == "n_ctx" else ""
+        raise VerificationError(f"{name} must be ≥ {least}, got {value}: {family}".rstrip(": "))
+    if value > _MAX_SIZE:
+        raise VerificationError(f"{name} must be ≤ 2^53 to be certified, got {value}")
+    return float(value)
 
 
-def _nextafter(x: float, direction: int) -> float:
-    return math.nextafter(x, math.inf if direction > 0 else -math.inf)
+def _scale(value: object, name: str) -> float:
+    """A scale β₀, β₁ or γ as a finite float; symbols and overflowing numbers are refused."""
+    if isinstance(value, sp.Basic) and value.free_symbols:
+        raise VerificationError(
+            f"{name} = {value} is symbolic: substitute numbers for {sorted(map(str, value.free_symbols))} "
+            "first (the closed form itself is Certificate.expression)"
+        )
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise VerificationError(f"{name} must be a finite number > 0 as a float, got {value!r}")
+    return number
 
 
 def certify_induction(
@@ -259,11 +291,9 @@ def certify_induction(
             f"smaller μ = {mu:.6g} would not hold for it"
         )
     values = {
-        "vocab_size": float(params.vocab_size),
-        "n_ctx": float(params.n_ctx),
-        "beta0": float(params.beta0),
-        "beta1": float(params.beta1),
-        "gamma": float(params.gamma),
+        "vocab_size": _size(params.vocab_size, "vocab_size", 2),
+        "n_ctx": _size(params.n_ctx, "n_ctx", 3),
+        **{name: _scale(value, name) for name, value in params.scales.items()},
         "coherence": mu,
     }
     results = _evaluator(params.mechanism)(*(_INTERVALS.mpf(values[k]) for k in _ORDER))
@@ -277,8 +307,8 @@ def certify_induction(
         steps.append(DerivationStep(title, reason, tuple(quantities)))
     return Certificate(
         mechanism=params.mechanism,
-        bound=max(_down(results[k - 1]), 0.0),
-        error_bound=min(_up(results[k]), 1.0),
+        bound=max(float_down(interval_low(results[k - 1])), 0.0),
+        error_bound=min(float_up(interval_high(results[k])), 1.0),
         expression=bound_expr,
         values=values,
         steps=tuple(steps),
