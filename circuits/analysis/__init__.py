@@ -7,49 +7,56 @@
 * :mod:`.detection` — behavioural scores on repeated random tokens and head detection;
 * :mod:`.attribution` — direct logit attribution by component, circuit recovery over path terms;
 * :mod:`.ablation` — head and path ablation with patterns frozen or recomputed, loss analyses.
+
+Each name is imported from its submodule on first use.
 """
 
-from .ablation import (
-    ablate_heads,
-    ablate_paths,
-    frozen_forward,
-    head_ablation_effects,
-    loss_recovery,
-    next_token_loss,
-    order_importance,
-)
-from .attribution import Component, circuit_recovery, head_attribution
-from .composition import (
-    all_composition_scores,
-    composition_baseline,
-    composition_scores,
-    relative_composition_scores,
-)
-from .detection import behaviour_scores, copying_evaluator, detect_heads, repeated_random_tokens
-from .eigen import (
-    copying_scores,
-    eigenvalue_positivity,
-    k_composition_eigenvalues,
-    ov_eigenvalues,
-    prefix_matching_scores,
-    qk_eigenvalues,
-    qk_positivity,
-)
-from .full_circuits import (
-    Entry,
-    attended_offsets,
-    column_top,
-    k_composition_circuit,
-    ov_circuit,
-    positional_pattern,
-    positional_qk_circuit,
-    q_composition_circuit,
-    token_qk_circuit,
-    top_copied_tokens,
-    top_diagonal,
-    top_entries,
-    virtual_ov_circuit,
-)
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_namespace
+
+if TYPE_CHECKING:
+    from .ablation import (
+        ablate_heads,
+        ablate_paths,
+        frozen_forward,
+        head_ablation_effects,
+        loss_recovery,
+        next_token_loss,
+        order_importance,
+    )
+    from .attribution import Component, circuit_recovery, head_attribution
+    from .composition import (
+        all_composition_scores,
+        composition_baseline,
+        composition_scores,
+        relative_composition_scores,
+    )
+    from .detection import behaviour_scores, copying_evaluator, detect_heads, repeated_random_tokens
+    from .eigen import (
+        copying_scores,
+        eigenvalue_positivity,
+        k_composition_eigenvalues,
+        ov_eigenvalues,
+        prefix_matching_scores,
+        qk_eigenvalues,
+        qk_positivity,
+    )
+    from .full_circuits import (
+        Entry,
+        attended_offsets,
+        column_top,
+        k_composition_circuit,
+        ov_circuit,
+        positional_pattern,
+        positional_qk_circuit,
+        q_composition_circuit,
+        token_qk_circuit,
+        top_copied_tokens,
+        top_diagonal,
+        top_entries,
+        virtual_ov_circuit,
+    )
 
 __all__ = [
     "Component",
@@ -91,3 +98,55 @@ __all__ = [
     "top_entries",
     "virtual_ov_circuit",
 ]
+
+# The submodule that defines each public name, imported when the name is first used.
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "ablation": (
+        "ablate_heads",
+        "ablate_paths",
+        "frozen_forward",
+        "head_ablation_effects",
+        "loss_recovery",
+        "next_token_loss",
+        "order_importance",
+    ),
+    "attribution": ("Component", "circuit_recovery", "head_attribution"),
+    "composition": (
+        "all_composition_scores",
+        "composition_baseline",
+        "composition_scores",
+        "relative_composition_scores",
+    ),
+    "detection": (
+        "behaviour_scores",
+        "copying_evaluator",
+        "detect_heads",
+        "repeated_random_tokens",
+    ),
+    "eigen": (
+        "copying_scores",
+        "eigenvalue_positivity",
+        "k_composition_eigenvalues",
+        "ov_eigenvalues",
+        "prefix_matching_scores",
+        "qk_eigenvalues",
+        "qk_positivity",
+    ),
+    "full_circuits": (
+        "Entry",
+        "attended_offsets",
+        "column_top",
+        "k_composition_circuit",
+        "ov_circuit",
+        "positional_pattern",
+        "positional_qk_circuit",
+        "q_composition_circuit",
+        "token_qk_circuit",
+        "top_copied_tokens",
+        "top_diagonal",
+        "top_entries",
+        "virtual_ov_circuit",
+    ),
+}
+if not TYPE_CHECKING:  # keep attribute checks strict for type checkers
+    __getattr__, __dir__ = lazy_namespace(__name__, _EXPORTS)

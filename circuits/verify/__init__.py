@@ -1,17 +1,22 @@
 """Verification of hand-built circuits: certificates, exact worst cases, exhaustive checks."""
 
-from .certificate import SYMBOLS, Certificate, DerivationStep, certify_induction
-from .search import (
-    BruteForceResult,
-    Counterexample,
-    SearchResult,
-    adversarial_search,
-    brute_force,
-    family_targets,
-    find_counterexample,
-    target_probabilities,
-)
-from .worst_case import PairProbabilities, WorstCase, exact_worst_case, pair_probabilities
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_namespace
+
+if TYPE_CHECKING:
+    from .certificate import SYMBOLS, Certificate, DerivationStep, certify_induction
+    from .search import (
+        BruteForceResult,
+        Counterexample,
+        SearchResult,
+        adversarial_search,
+        brute_force,
+        family_targets,
+        find_counterexample,
+        target_probabilities,
+    )
+    from .worst_case import PairProbabilities, WorstCase, exact_worst_case, pair_probabilities
 
 __all__ = [
     "SYMBOLS",
@@ -31,3 +36,21 @@ __all__ = [
     "pair_probabilities",
     "target_probabilities",
 ]
+
+# The submodule that defines each public name, imported when the name is first used.
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "certificate": ("SYMBOLS", "Certificate", "DerivationStep", "certify_induction"),
+    "search": (
+        "BruteForceResult",
+        "Counterexample",
+        "SearchResult",
+        "adversarial_search",
+        "brute_force",
+        "family_targets",
+        "find_counterexample",
+        "target_probabilities",
+    ),
+    "worst_case": ("PairProbabilities", "WorstCase", "exact_worst_case", "pair_probabilities"),
+}
+if not TYPE_CHECKING:  # keep attribute checks strict for type checkers
+    __getattr__, __dir__ = lazy_namespace(__name__, _EXPORTS)
