@@ -2,7 +2,7 @@
 
 Every verb has ``--help``. MODEL is a file written by ``circuits.save`` or a TransformerLens state
 dict (``.npz``, ``.safetensors``). Errors print one line and exit with status 1 (2 for bad
-arguments).
+arguments). Each verb imports what it needs when it runs, so ``--help`` answers at once.
 """
 
 from __future__ import annotations
@@ -14,18 +14,14 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import numpy as np
-
-from .analysis import all_composition_scores, behaviour_scores, composition_baseline, copying_scores
-from .demo import run_demo
 from .errors import CircuitsError, PathError, TokenError, VerificationError
-from .io import load
-from .model import AttnOnlyTransformer
-from .paths import KINDS, path_expansion
-from .render import circuit_diagram, composition_edges, composition_threshold, save_diagram
-from .verify import certify_induction
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .model import AttnOnlyTransformer
 
 __all__ = ["main"]
 
@@ -41,6 +37,8 @@ class _Parser(argparse.ArgumentParser):
 
 # ---------------------------------------------------------------------- shared pieces
 def _load_model(args: argparse.Namespace) -> AttnOnlyTransformer:
+    from .io import load
+
     overrides = {
         name: getattr(args, name)
         for name in ("n_ctx", "attn_scale", "positional_embedding_type", "bos_token")
@@ -103,6 +101,14 @@ def analysis_report(
     model: AttnOnlyTransformer, *, threshold: float | None, seq_len: int | None
 ) -> dict[str, Any]:
     """The numbers ``circuits analyze`` prints, as a JSON-compatible dict."""
+    from .analysis import (
+        all_composition_scores,
+        behaviour_scores,
+        composition_baseline,
+        copying_scores,
+    )
+    from .render import composition_edges, composition_threshold
+
     heads: dict[str, dict[str, float | None]] = {}
     if model.cfg.n_layers:
         behaviour = behaviour_scores(model, seq_len=seq_len)
@@ -126,6 +132,9 @@ def analysis_report(
 
 def render(args: argparse.Namespace, out: Printer) -> None:
     """Draw a model file as a circuit diagram."""
+    from .analysis import all_composition_scores
+    from .render import circuit_diagram, save_diagram
+
     model = _load_model(args)
     composition = None if args.no_composition else all_composition_scores(model)
     paths = [part.split(",") for part in args.highlight]
@@ -141,6 +150,8 @@ def render(args: argparse.Namespace, out: Printer) -> None:
 
 def expand(args: argparse.Namespace, out: Printer) -> None:
     """The path expansion of the logits: its terms, in LaTeX, or ranked by contribution."""
+    from .paths import KINDS, path_expansion
+
     if args.limit < 0:
         raise PathError(f"--limit must be ≥ 0, got {args.limit}")
     model = _load_model(args)
@@ -173,6 +184,8 @@ def expand(args: argparse.Namespace, out: Printer) -> None:
 
 
 def _parse_tokens(text: str) -> np.ndarray:
+    import numpy as np
+
     try:
         tokens = np.array([int(t) for t in text.replace(",", " ").split()], dtype=np.intp)
     except ValueError:
@@ -187,6 +200,8 @@ def _parse_tokens(text: str) -> np.ndarray:
 def demo(args: argparse.Namespace, out: Printer) -> None:
     """Build the canonical induction circuit, run it on a repeated sequence, print its path
     expansion, composition scores and certificate, and write its diagram and plots into --out."""
+    from .demo import run_demo
+
     run_demo(
         Path(args.out), vocab_size=args.vocab_size, n_ctx=args.n_ctx, mechanism=args.mechanism,
         seed=args.seed, out=out,
@@ -196,6 +211,9 @@ def demo(args: argparse.Namespace, out: Printer) -> None:
 def certify(args: argparse.Namespace, out: Printer) -> None:
     """A proved lower bound on P(correct next token) of an induction circuit, over every sequence
     that starts with BOS and whose last token occurred exactly once before."""
+    from .io import load
+    from .verify import certify_induction
+
     parameters = {name: getattr(args, name) for name in _CERTIFY_PARAMETERS}
     if args.model is not None:
         coherence = parameters.pop("coherence")
