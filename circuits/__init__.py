@@ -6,7 +6,7 @@ The data flows one way through the package::
     model → graph → symbolic → paths → qk_paths
     model → construct (hand-built circuits) → verify (certificates)
 
-Every name below, and every submodule, is imported on first use: ``import circuits`` loads
+Each public name, and each submodule, is imported on first use: ``import circuits`` loads
 neither numpy nor sympy, networkx or graphviz, and ``from circuits import load`` loads only what
 :mod:`circuits.io` needs.
 """

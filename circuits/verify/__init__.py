@@ -1,4 +1,8 @@
-"""Verification of hand-built circuits: certificates, exact worst cases, exhaustive checks."""
+"""Verification of hand-built circuits: certificates, exact worst cases, exhaustive checks.
+
+Each name is imported from its submodule on first use (sympy and mpmath load with the
+certificates only).
+"""
 
 from typing import TYPE_CHECKING
 
