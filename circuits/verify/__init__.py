@@ -1,4 +1,4 @@
-"""Verification of hand-built circuits: certificates, exact worst cases, exhaustive checks.
+"""Verification: certificates (closed-form and for any 2-layer model), exact worst cases, exhaustive checks.
 
 Each name is imported from its submodule on first use (sympy and mpmath load with the
 certificates only).
@@ -10,6 +10,7 @@ from .._lazy import lazy_namespace
 
 if TYPE_CHECKING:
     from .certificate import SYMBOLS, Certificate, DerivationStep, certify_induction
+    from .general import ModelCertificate, certify
     from .search import (
         BruteForceResult,
         Counterexample,
@@ -28,11 +29,13 @@ __all__ = [
     "Certificate",
     "Counterexample",
     "DerivationStep",
+    "ModelCertificate",
     "PairProbabilities",
     "SearchResult",
     "WorstCase",
     "adversarial_search",
     "brute_force",
+    "certify",
     "certify_induction",
     "exact_worst_case",
     "family_targets",
@@ -44,6 +47,7 @@ __all__ = [
 # The submodule that defines each public name, imported when the name is first used.
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "certificate": ("SYMBOLS", "Certificate", "DerivationStep", "certify_induction"),
+    "general": ("ModelCertificate", "certify"),
     "search": (
         "BruteForceResult",
         "Counterexample",
