@@ -37,14 +37,24 @@ class _Parser(argparse.ArgumentParser):
 
 # ---------------------------------------------------------------------- shared pieces
 def _load_model(args: argparse.Namespace) -> AttnOnlyTransformer:
-    from .io import load
-
     overrides = {
         name: getattr(args, name)
         for name in ("n_ctx", "attn_scale", "positional_embedding_type", "bos_token")
         if getattr(args, name) is not None
     }
-    return load(args.model, **overrides)
+    return _model(args.model, **overrides)
+
+
+def _model(name: str, **overrides: object) -> AttnOnlyTransformer:
+    """A model file, or the name of a model of :mod:`circuits.zoo` when no such file exists."""
+    from . import zoo
+    from .io import load
+
+    if not Path(name).exists() and name in zoo.names():
+        if overrides:
+            raise CircuitsError(f"{sorted(overrides)}: a zoo model carries its own configuration")
+        return zoo.load(name)
+    return load(name, **overrides)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -209,23 +219,42 @@ def demo(args: argparse.Namespace, out: Printer) -> None:
 
 
 def certify(args: argparse.Namespace, out: Printer) -> None:
-    """A proved lower bound on P(correct next token) of an induction circuit, over every sequence
-    that starts with BOS and whose last token occurred exactly once before."""
-    from .io import load
+    """Proved bounds on P(correct next token) over every sequence that starts with BOS and whose
+    last token occurred exactly once before: the closed form for a canonical induction model (or
+    its parameters), the weights-based certifier for any other 2-layer model."""
     from .verify import certify_induction
 
     parameters = {name: getattr(args, name) for name in _CERTIFY_PARAMETERS}
-    if args.model is not None:
-        coherence = parameters.pop("coherence")
-        if any(value is not None for value in parameters.values()):
-            raise VerificationError(
-                "give either MODEL or the parameters (--vocab-size, …), not both"
-            )
-        certificate = certify_induction(load(args.model), coherence=coherence)
-    else:
-        certificate = certify_induction(**parameters)
+    if args.model is None:
+        if args.weights:
+            raise VerificationError("--weights needs MODEL (a model file or a zoo name)")
+        _print_certificate(certify_induction(**parameters), args, out)
+        return
+    coherence, n_ctx = parameters.pop("coherence"), parameters.pop("n_ctx")
+    if any(value is not None for value in parameters.values()):
+        raise VerificationError("give either MODEL or the parameters (--vocab-size, …), not both")
+    model = _model(args.model)
+    if "construction" in model.metadata and not args.weights and n_ctx is None:
+        try:
+            closed_form = certify_induction(model, coherence=coherence)
+        except VerificationError as error:  # not the construction it records: use the weights
+            out(f"(closed form not applicable: {error}; certifying from the weights)")
+        else:
+            _print_certificate(closed_form, args, out)
+            return
+    if coherence is not None:
+        raise VerificationError("--coherence belongs to the closed form of canonical models")
+    from .verify import certify as certify_weights
+
+    _print_certificate(certify_weights(model, n_ctx=n_ctx), args, out)
+
+
+def _print_certificate(certificate: object, args: argparse.Namespace, out: Printer) -> None:
+    latex = getattr(certificate, "latex", None)
     if args.latex:
-        out(certificate.latex())
+        if latex is None:
+            raise VerificationError("--latex: a weights-based certificate has no closed form")
+        out(latex())
     else:
         out(str(certificate))
 
@@ -235,7 +264,7 @@ _CERTIFY_PARAMETERS = ("vocab_size", "n_ctx", "mechanism", "beta0", "beta1", "ga
 
 # ---------------------------------------------------------------------- parser
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="a model file (.npz or .safetensors)")
+    parser.add_argument("model", help="a model file (.npz or .safetensors) or a zoo name")
     group = parser.add_argument_group("for TransformerLens state dicts (no config inside)")
     group.add_argument("--n-ctx", type=int, help="context length (of a state dict without W_pos)")
     group.add_argument("--attn-scale", type=float, help="score divisor (default √d_head)")
@@ -299,15 +328,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("certify", help="prove a lower bound on an induction circuit's accuracy",
                          description=certify.__doc__)  # fmt: skip
-    p.add_argument("model", nargs="?", help="a model file saved from circuits.induction_model")
+    p.add_argument("model", nargs="?", help="a model file or zoo name (any 2-layer model)")
     group = p.add_argument_group("or the circuit's parameters (see circuits.induction_model)")
     group.add_argument("--vocab-size", type=int, help="vocabulary size, BOS included")
-    group.add_argument("--n-ctx", type=int, help="longest sequence")
+    group.add_argument("--n-ctx", type=int, help="longest sequence (with MODEL: of the family)")
     group.add_argument("--mechanism", choices=("K", "Q"), help="K (default) or Q composition")
     for name in ("beta0", "beta1", "gamma"):
         group.add_argument(f"--{name}", type=float, help=f"the scale {name} (default 20)")
     p.add_argument("--coherence", type=float, help="coherence μ of a compressed token code")
     p.add_argument("--latex", action="store_true", help="print the bound as a LaTeX formula")
+    p.add_argument("--weights", action="store_true",
+                   help="certify MODEL from its weights even when it is a canonical construction")  # fmt: skip
     p.set_defaults(run=certify)
     return parser
 

@@ -203,6 +203,46 @@ def test_certify_from_parameters_or_a_model_file(
     assert out.strip().endswith(f"{certificate.bound:.12g}$")
 
 
+def test_certify_any_two_layer_model_from_its_weights(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, model: AttnOnlyTransformer
+) -> None:
+    from circuits.verify import certify
+
+    canonical = induction_model(vocab_size=5, n_ctx=6)
+    rng = np.random.default_rng(0)
+    perturbed = canonical.replace(
+        **{k: v + 0.02 * rng.standard_normal(v.shape) for k, v in canonical.parameters().items()}
+    )
+    path = save(perturbed, tmp_path / "perturbed.npz")
+    code, out, _ = run(capsys, "certify", str(path))
+    lines = out.strip().splitlines()
+    assert code == 0 and lines[0].startswith("(closed form not applicable")
+    assert "\n".join(lines[1:]) == str(certify(load(path)))
+    # a shorter family, and the weights-based certifier on a canonical model
+    code, out, _ = run(capsys, "certify", str(path), "--n-ctx", "4")
+    assert code == 0 and out.strip() == str(certify(load(path), n_ctx=4))
+    exact = save(canonical, tmp_path / "k.npz")
+    code, out, _ = run(capsys, "certify", str(exact), "--weights")
+    assert code == 0 and out.strip() == str(certify(canonical))
+    # a model with no BOS token gets one line and exit status 1
+    code, _, err = run(capsys, "certify", str(save(model, tmp_path / "random.npz")))
+    assert code == 1 and "no BOS token" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, "certify", str(path), "--latex")
+    assert code == 1 and "no closed form" in err
+
+
+def test_a_zoo_name_is_a_model(capsys: pytest.CaptureFixture[str]) -> None:
+    from circuits import zoo
+
+    code, out, _ = run(capsys, "certify", "attn2l-induction", "--n-ctx", "3")
+    assert code == 0 and "of a 2-layer attention-only model" in out
+    code, out, _ = run(capsys, "analyze", "attn2l-induction")
+    assert (
+        code == 0
+        and out == run(capsys, "analyze", str(zoo._entry("attn2l-induction", ".safetensors")))[1]
+    )
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

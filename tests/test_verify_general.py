@@ -129,7 +129,7 @@ def test_the_breakdown_covers_every_case_and_matches_the_bound() -> None:
     model = induction_model(5, 7)
     cert = certify(model)
     assert isinstance(cert, ModelCertificate)
-    i, p, a, c = cert.worst_case
+    i, p, a, _c = cert.worst_case
     assert 1 <= p < i < 7 and a != model.bos_token
     assert cert.by_position[i, p] == cert.bound == np.nanmin(cert.by_position)
     rows, cols = np.nonzero(~np.isnan(cert.by_position))
