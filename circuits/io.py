@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 
 from .errors import CircuitsError, ConfigError, ModelFileError
 from .model import WEIGHT_NAMES, AttnOnlyTransformer
+from .tl_format import check_column_layout
 
 __all__ = ["FORMAT_VERSION", "load", "save"]
 
@@ -97,6 +98,7 @@ def _from_header(arrays: Mapping[str, NDArray[Any]], header: str) -> AttnOnlyTra
         raise ModelFileError(f"unsupported format {info.get('format')!r} version {version!r}")
     if not isinstance(config, dict):
         raise ModelFileError("header config is not a mapping")
+    check_column_layout(arrays)
     unknown = sorted(set(arrays) - set(WEIGHT_NAMES))
     if unknown:
         raise ModelFileError(f"unknown arrays {unknown}; a model file holds only {WEIGHT_NAMES}")

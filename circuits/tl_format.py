@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,12 @@ _TOP_KEYS = {"embed.W_E", "pos_embed.W_pos", "unembed.W_U", "unembed.b_U"}
 _BUFFERS = {"mask", "IGNORE"}
 _ATTN_WEIGHTS = ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")
 _NDIM = {"W_Q": 3, "W_K": 3, "W_V": 3, "W_O": 3, "b_Q": 2, "b_K": 2, "b_V": 2, "b_O": 1}
+#: A LayerNorm (``ln1``, ``ln2``, ``ln_final``, …) or MLP (``mlp.*``) key of a TransformerLens model.
+_NORM_OR_MLP_KEY = re.compile(r"(?:^|\.)(?:ln(?:\d+|_\w+)?|mlp)(?:\.|$)")
+_EXPECTED_KEYS = (
+    "embed.W_E, pos_embed.W_pos, blocks.<layer>.attn.{W,b}_{Q,K,V,O}, unembed.W_U, unembed.b_U"
+)
+_SHOWN_KEYS = 8
 
 
 def from_transformer_lens_dict(
@@ -67,11 +73,7 @@ def from_transformer_lens_dict(
         elif key not in _TOP_KEYS:
             unexpected.append(str(key))
     if unexpected:
-        raise ModelFileError(
-            "not an attention-only transformer state dict: "
-            f"unexpected keys {sorted(unexpected)[:8]}"
-            " (LayerNorm and MLP weights are not part of the models this library analyses)"
-        )
+        raise ModelFileError(_unexpected_keys_message(unexpected))
     for required in ("embed.W_E", "unembed.W_U"):
         if required not in state_dict:
             raise ModelFileError(f"state dict has no {required!r}")
@@ -111,6 +113,39 @@ def from_transformer_lens_dict(
     if "attn_scale" not in cfg_values:
         cfg_values["attn_scale"] = math.sqrt(cfg_values["d_head"])
     return TransformerConfig.from_dict(cfg_values), weights
+
+
+def format_keys(keys: Iterable[str]) -> str:
+    """The first few of ``keys`` in sorted order, with their number when some are left out."""
+    ordered = sorted(keys)
+    shown = str(ordered[:_SHOWN_KEYS])
+    return shown if len(ordered) <= _SHOWN_KEYS else f"{shown} ({len(ordered)} in all)"
+
+
+def is_transformer_lens_key(key: str) -> bool:
+    """Whether ``key`` names a weight in TransformerLens's layout (``embed.W_E``, ``blocks.0.…``)."""
+    return bool(key in _TOP_KEYS or _BLOCK_KEY.match(key) or _NORM_OR_MLP_KEY.search(key))
+
+
+def check_column_layout(names: Iterable[str]) -> None:
+    """Refuse TransformerLens keys where the column-convention names (``W_E``, …) are expected."""
+    tl_keys = [name for name in names if is_transformer_lens_key(name)]
+    if tl_keys:
+        raise ModelFileError(
+            f"{format_keys(tl_keys)} are TransformerLens state-dict keys (row convention), not "
+            "the column-convention weight names W_E, W_Q, …; read a TransformerLens state dict "
+            "with AttnOnlyTransformer.from_transformer_lens"
+        )
+
+
+def _unexpected_keys_message(keys: list[str]) -> str:
+    message = (
+        f"not an attention-only transformer state dict: unexpected keys {format_keys(keys)}; "
+        f"expected {_EXPECTED_KEYS}"
+    )
+    if any(_NORM_OR_MLP_KEY.search(key) for key in keys):
+        message += " (LayerNorm and MLP weights are not part of the models this library analyses)"
+    return message
 
 
 def _stack_blocks(
@@ -156,6 +191,7 @@ def to_transformer_lens_dict(
 
     The exact inverse of :func:`from_transformer_lens_dict` (biases are always written).
     """
+    check_column_layout(weights)
     out: dict[str, NDArray[Any]] = {"embed.W_E": weights["W_E"].T.copy()}
     if "W_P" in weights:
         out["pos_embed.W_pos"] = weights["W_P"].T.copy()
