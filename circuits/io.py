@@ -7,16 +7,22 @@ metadata entry ``circuits``. :func:`load` also reads a bare TransformerLens stat
 either format (keys ``embed.W_E``, ``blocks.0.attn.W_Q``, …).
 
 Any malformed, truncated or inconsistent file raises :class:`~circuits.errors.ModelFileError`.
+:func:`save` is atomic: it writes a temporary file next to the target and renames it into place,
+so a failed save leaves any earlier file at ``path`` as it was. The file gets the process's default
+permissions (``0o666`` less the umask), like any file the process creates.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -31,28 +37,76 @@ FORMAT_VERSION = 1
 _HEADER_KEY = "__circuits__"
 _SAFETENSORS_META_KEY = "circuits"
 _SUFFIXES = (".npz", ".safetensors")
+_PROC_STATUS = "/proc/self/status"  # where Linux shows the umask without changing it
 
 
 def save(model: AttnOnlyTransformer, path: str | os.PathLike[str]) -> Path:
-    """Write ``model`` to ``path`` (``.npz`` or ``.safetensors``, chosen by suffix); return the path."""
+    """Write ``model`` to ``path`` (``.npz`` or ``.safetensors``, chosen by suffix); return the path.
+
+    The write is atomic: on any failure an existing file at ``path`` is left intact.
+    """
     if not isinstance(model, AttnOnlyTransformer):
         raise ConfigError(f"save: expected an AttnOnlyTransformer, got {type(model).__name__}")
     target = Path(path)
+    writer = _WRITERS[_suffix(target)]
     header = json.dumps(_header(model), sort_keys=True)
     arrays = {name: np.ascontiguousarray(a) for name, a in model.parameters().items()}
-    suffix = _suffix(target)
     try:
-        if suffix == ".npz":
-            with target.open("wb") as handle:
-                entries: dict[str, Any] = {**arrays, _HEADER_KEY: np.array(header)}
-                np.savez(handle, **entries)
-        else:
-            from safetensors.numpy import save_file
-
-            save_file(arrays, str(target), metadata={_SAFETENSORS_META_KEY: header})
+        _write_atomically(target, lambda handle: writer(handle, arrays, header))
     except OSError as error:
         raise ModelFileError(f"{target}: cannot write ({error.strerror or error})") from None
     return target
+
+
+def _write_npz(handle: IO[bytes], arrays: Mapping[str, NDArray[Any]], header: str) -> None:
+    entries: dict[str, Any] = {**arrays, _HEADER_KEY: np.array(header)}
+    np.savez(handle, **entries)
+
+
+def _write_safetensors(handle: IO[bytes], arrays: Mapping[str, NDArray[Any]], header: str) -> None:
+    from safetensors.numpy import save as encode
+
+    handle.write(encode(dict(arrays), metadata={_SAFETENSORS_META_KEY: header}))
+
+
+_Writer = Callable[[IO[bytes], Mapping[str, NDArray[Any]], str], None]
+_WRITERS: dict[str, _Writer] = {".npz": _write_npz, ".safetensors": _write_safetensors}
+
+
+def _write_atomically(target: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write a temporary file in ``target``'s folder, flush it to disk, then rename it onto
+    ``target``; on any failure remove the temporary file and re-raise."""
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "it is a folder", str(target))
+    descriptor, temporary = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, _default_file_mode())
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _default_file_mode() -> int:
+    """``0o666`` less the process's umask: the mode ``open()`` would give a new file.
+
+    The umask is read from ``/proc/self/status`` where the system has it, since the portable
+    way (setting it and setting it back) briefly changes it for every thread of the process.
+    """
+    try:
+        with open(_PROC_STATUS, encoding="ascii") as status:
+            mask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
 
 
 def load(path: str | os.PathLike[str], **overrides: Any) -> AttnOnlyTransformer:

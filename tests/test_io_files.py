@@ -1,10 +1,15 @@
-"""Model files and state dicts: errors that say which layout a set of keys is in."""
+"""Model files on disk: atomic saves, default permissions, and errors that say which
+layout a set of keys is in."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pytest
@@ -26,6 +31,127 @@ def same_weights(a: AttnOnlyTransformer, b: AttnOnlyTransformer) -> bool:
     )
 
 
+@pytest.fixture
+def restore_umask() -> Iterator[None]:
+    """Restore the process umask after a test that sets it."""
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+# ---------------------------------------------------------------------- atomic save
+class FullDisk:
+    """A file handle with room for ``room`` bytes: a write beyond that is cut short and fails."""
+
+    def __init__(self, handle: IO[bytes], room: int, on_full: Callable[[], None]) -> None:
+        self.handle, self.room, self.on_full = handle, room, on_full
+
+    def write(self, data: bytes) -> int:
+        written = self.handle.write(data[: max(self.room, 0)])
+        self.room -= written
+        if written < len(data):
+            self.on_full()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return written
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.handle, name)
+
+
+def fail_midway(suffix: str, on_full: Callable[[], None]) -> circuits.io._Writer:
+    """The real writer for ``suffix``, on a disk that fills up after 100 bytes."""
+    real = circuits.io._WRITERS[suffix]
+
+    def writer(handle: IO[bytes], arrays: Mapping[str, Any], header: str) -> None:
+        real(FullDisk(handle, 100, on_full), arrays, header)  # type: ignore[arg-type]
+
+    return writer
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_failed_save_leaves_the_old_file_intact(
+    tmp_path: Path, suffix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = AttnOnlyTransformer.random(CFG, seed=1)
+    path = circuits.save(old, tmp_path / f"model{suffix}")
+    before = path.read_bytes()
+    seen: list[list[str]] = []  # the folder's contents when the disk fills up
+
+    def on_full() -> None:
+        seen.append(os.listdir(tmp_path))
+
+    monkeypatch.setitem(circuits.io._WRITERS, suffix, fail_midway(suffix, on_full))
+    with pytest.raises(ModelFileError, match=r"cannot write \(No space left on device\)"):
+        circuits.save(AttnOnlyTransformer.random(CFG, seed=2), path)
+    assert len(seen[0]) == 2 and path.name in seen[0]  # the write went to a file beside it
+    assert os.listdir(tmp_path) == [path.name]  # … which is gone
+    assert path.read_bytes() == before
+    assert same_weights(circuits.load(path), old)
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_save_that_fails_at_the_rename_leaves_no_temporary_file(
+    tmp_path: Path, suffix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = AttnOnlyTransformer.random(CFG, seed=1)
+    path = circuits.save(old, tmp_path / f"model{suffix}")
+
+    def refuse(source: Any, target: Any) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(ModelFileError, match="cannot write"):
+        circuits.save(AttnOnlyTransformer.random(CFG, seed=2), path)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == [path.name]
+    assert same_weights(circuits.load(path), old)
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_save_replaces_an_existing_file(tmp_path: Path, suffix: str) -> None:
+    path = circuits.save(AttnOnlyTransformer.random(CFG, seed=1), tmp_path / f"model{suffix}")
+    new = AttnOnlyTransformer.random(CFG, seed=2)
+    circuits.save(new, path)
+    assert os.listdir(tmp_path) == [path.name]
+    assert same_weights(circuits.load(path), new)
+
+
+def test_saving_onto_a_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "model.npz").mkdir()
+    with pytest.raises(ModelFileError, match=r"model\.npz: cannot write \(it is a folder\)"):
+        circuits.save(AttnOnlyTransformer.random(CFG), tmp_path / "model.npz")
+    assert os.listdir(tmp_path) == ["model.npz"]
+
+
+# ---------------------------------------------------------------------- permissions
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+@pytest.mark.parametrize("suffix", SUFFIXES)
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_saved_files_get_the_default_permissions(
+    tmp_path: Path, suffix: str, mask: int, mode: int, restore_umask: None
+) -> None:
+    os.umask(mask)
+    path = circuits.save(AttnOnlyTransformer.random(CFG), tmp_path / f"model{suffix}")
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+    path.chmod(0o400)  # a replaced file gets the default mode too, not the old file's
+    circuits.save(AttnOnlyTransformer.random(CFG), path)
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_the_umask_is_read_without_proc_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_umask: None
+) -> None:
+    monkeypatch.setattr(circuits.io, "_PROC_STATUS", str(tmp_path / "missing"))
+    os.umask(0o027)
+    path = circuits.save(AttnOnlyTransformer.random(CFG), tmp_path / "model.npz")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert os.umask(0o022) == 0o027  # and left as it was
+
+
+# ---------------------------------------------------------------------- loading
 @pytest.mark.parametrize(
     "extra",
     [
