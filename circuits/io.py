@@ -116,6 +116,8 @@ def load(path: str | os.PathLike[str], **overrides: Any) -> AttnOnlyTransformer:
     ``positional_embedding_type``, ``bos_token``), which do not carry a config.
     """
     source = Path(path)
+    if source.is_dir():
+        raise ModelFileError(f"{source}: is a folder, not a model file")
     if not source.is_file():
         raise ModelFileError(f"{source}: no such file")
     arrays, header = _read_npz(source) if _suffix(source) == ".npz" else _read_safetensors(source)

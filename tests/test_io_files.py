@@ -1,4 +1,4 @@
-"""Model files on disk: atomic saves, default permissions, and errors that say which
+"""Model files on disk: atomic saves, default permissions, folders, and errors that say which
 layout a set of keys is in."""
 
 from __future__ import annotations
@@ -152,6 +152,13 @@ def test_the_umask_is_read_without_proc_too(
 
 
 # ---------------------------------------------------------------------- loading
+def test_loading_a_folder_says_it_is_a_folder(tmp_path: Path) -> None:
+    for name in ("models", "model.npz"):
+        (tmp_path / name).mkdir()
+        with pytest.raises(ModelFileError, match=f"{name}: is a folder, not a model file"):
+            circuits.load(tmp_path / name)
+
+
 @pytest.mark.parametrize(
     "extra",
     [
