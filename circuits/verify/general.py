@@ -365,39 +365,46 @@ def _state_weights(s: Box, bos: int, ordinary: Array) -> _StateWeights:
     return _StateWeights(weights[..., 0], weights[..., 1], weights[..., 2], weights[..., 3:], slack)
 
 
-def _mixture(sw: _StateWeights, values: Box, bos: int, ordinary: Array) -> Box:
-    """Enclosure of ``Σ_k A_jk φ(v_k)`` for every key state and functional ``[n, V(f), V(u), m]``.
-
-    ``values[k, t, m]`` encloses φ(v) of key (k, t).
-    """
+def _mixture(sw: _StateWeights, values: Box, bos: int, ordinary: Array, rows: slice) -> Box:
+    """Enclosure of ``Σ_k A_jk φ(v_k)`` for the key states of positions ``rows`` and every
+    functional: ``[rows, V(f), V(u), m]``. ``values[k, t, m]`` encloses φ(v) of key (k, t)."""
     n, V, m = values.lo.shape
-    j = np.arange(n)
-    w_prev = values[np.maximum(j - 1, 0)]  # [n, V(u), m]
+    j = np.arange(n)[rows]
+    w_prev = values[np.maximum(j - 1, 0)]  # [rows, V(u), m]
     w_bos = values[0, bos]  # [m]
     free = _box_min(values, ordinary[None, :, None], axis=1)  # [n(k), m]: any ordinary token
-    weights = Box.exact(sw.free.reshape(-1, n))
+    weights = Box.exact(sw.free[rows].reshape(-1, n))
+    shape = (j.size, V, V)
     weighted = Box(
-        matmul(weights, free.lo).lo.reshape(n, V, V, m),
-        matmul(weights, free.hi).hi.reshape(n, V, V, m),
+        matmul(weights, free.lo).lo.reshape(*shape, m),
+        matmul(weights, free.hi).hi.reshape(*shape, m),
     )
-    present_free = (j[None, :] >= 1) & (j[None, :] <= j[:, None] - 2)  # [n(j), n(k)]
-    least = _masked(free.lo[None], present_free[..., None], np.inf).min(axis=1)  # [n(j), m]
+    k = np.arange(n)
+    present_free = (k[None, :] >= 1) & (k[None, :] <= j[:, None] - 2)  # [rows, n(k)]
+    least = _masked(free.lo[None], present_free[..., None], np.inf).min(axis=1)  # [rows, m]
     most = _masked(free.hi[None], present_free[..., None], -np.inf).max(axis=1)
-    shape = (n, V, V)
     singles = [
-        (sw.self_, Box(values.lo[:, :, None], values.hi[:, :, None]), np.ones(shape, dtype=bool)),
         (
-            sw.prev,
+            sw.self_[rows],
+            Box(values.lo[rows, :, None], values.hi[rows, :, None]),
+            np.ones(shape, dtype=bool),
+        ),
+        (
+            sw.prev[rows],
             Box(w_prev.lo[:, None], w_prev.hi[:, None]),
             np.broadcast_to((j >= 1)[:, None, None], shape),
         ),
-        (sw.bos, w_bos, np.broadcast_to((j >= 2)[:, None, None], shape)),
+        (sw.bos[rows], w_bos, np.broadcast_to((j >= 2)[:, None, None], shape)),
     ]
     extreme = (
         np.broadcast_to(least[:, None, None], (*shape, m)),
         np.broadcast_to(most[:, None, None], (*shape, m)),
     )
-    return _combine(singles, (weighted, *extreme), sw.slack)
+    return _combine(singles, (weighted, *extreme), sw.slack[rows])
+
+
+#: Entries of the largest temporary arrays: the key states are computed in chunks of positions.
+_CHUNK_ENTRIES = 2**23
 
 
 def _combine(
@@ -462,8 +469,8 @@ def _layer1_states(w: _Weights, fun: _Functionals, bos: int, ordinary: Array) ->
     base = own + Box(extra.lo[:, None], extra.hi[:, None]) + Box(fun.offset.lo, fun.offset.hi)
     m = base.lo.shape[-1]
     keys = Box(
-        np.broadcast_to(base.lo[:, :, None, :], (n, V, V, m)),
-        np.broadcast_to(base.hi[:, :, None, :], (n, V, V, m)),
+        np.broadcast_to(base.lo[:, :, None, :], (n, V, V, m)).copy(),
+        np.broadcast_to(base.hi[:, :, None, :], (n, V, V, m)).copy(),
     )
     cols = fun.query_columns
     queries = Box(
@@ -477,7 +484,13 @@ def _layer1_states(w: _Weights, fun: _Functionals, bos: int, ordinary: Array) ->
             Box.exact(w.W_O[0, h].T),
         )
         values = _box_matmul(v, fun.matrix)  # [n(k), V(t), m]
-        keys = keys + _mixture(_state_weights(scores, bos, ordinary), values, bos, ordinary)
+        weights = _state_weights(scores, bos, ordinary)
+        step = max(1, _CHUNK_ENTRIES // (V * V * m))
+        for start in range(0, n, step):
+            rows = slice(start, min(start + step, n))
+            part = _mixture(weights, values, bos, ordinary, rows)
+            keys.lo[rows] = down(keys.lo[rows] + part.lo)
+            keys.hi[rows] = up(keys.hi[rows] + part.hi)
         queries = queries + _query_mixture(scores, values[..., cols], bos, ordinary)
     return keys, queries
 
@@ -681,18 +694,22 @@ def _query(
         np.transpose(query_states.lo[i][:, ps], (1, 0, 2)),
         np.transpose(query_states.hi[i][:, ps], (1, 0, 2)),
     )  # [p, a, m_q]
-    # target key state (p+1, c, a): [p, a, c, m]
-    target = Box(
-        np.transpose(states.lo[ps + 1], (0, 2, 1, 3)), np.transpose(states.hi[ps + 1], (0, 2, 1, 3))
-    )
+
+    # target key state (p+1, c, a): [p, a, c, columns], built per head for the columns it reads
+    def target(columns: slice) -> Box:
+        return Box(
+            np.transpose(states.lo[ps + 1][..., columns], (0, 2, 1, 3)),
+            np.transpose(states.hi[ps + 1][..., columns], (0, 2, 1, 3)),
+        )
+
     # the key at p: (p, a, u): u = BOS at p = 1, else u ∉ {a, b}
     at_p = u.other[ps]  # [p, a, m]
     start = u.start
     q4 = Box(query.lo[:, :, None, :], query.hi[:, :, None, :])
     direct = fun.in_query_columns(fun.direct)
     logits = Box(
-        np.broadcast_to(query.lo[..., direct][:, :, None, :], (*target.lo.shape[:3], V)),
-        np.broadcast_to(query.hi[..., direct][:, :, None, :], (*target.lo.shape[:3], V)),
+        np.broadcast_to(query.lo[..., direct][:, :, None, :], (ps.size, V, V, V)),
+        np.broadcast_to(query.hi[..., direct][:, :, None, :], (ps.size, V, V, V)),
     )
     logits = logits + Box(const.lo, const.hi)
     eps_all = []
@@ -701,7 +718,7 @@ def _query(
     fill_all = Box(fill_prefix_lo[-1], fill_prefix_hi[-1])  # [a, m]
     for g in range(len(fun.query)):
         sq, sk, sv = fun.in_query_columns(fun.query[g]), fun.key[g], fun.value[g]
-        s_target = _scores(q4, target, sq, sk, w.scale)  # [p, a, c]
+        s_target = _scores(q4, target(sk), sq, slice(None), w.scale)  # [p, a, c]
         others_hi = [
             _scores(query, at_p, sq, sk, w.scale).hi[:, :, None],  # key p
             _scores(query, Box(start.lo[None, None], start.hi[None, None]), sq, sk, w.scale).hi[
@@ -727,7 +744,7 @@ def _query(
         eps = _off_target(s_target.lo, others_hi)
         eps_all.append(eps)
         # value logits: the target's, and the union over every other key
-        vt = target[..., sv]
+        vt = target(sv)
         vo = (
             fill_all[..., sv][None]
             .union(at_p[..., sv])
