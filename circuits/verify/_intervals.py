@@ -121,6 +121,16 @@ def matmul(x: Box, m: Array) -> Box:
     return Box(down(centre - spread), up(centre + spread))
 
 
+def matmul_boxes(x: Box, y: Box) -> Box:
+    """An enclosure of ``x @ y`` for two boxes: ``x @ y_c`` (:func:`matmul`) plus
+    ``(|x_c| + x_r) @ y_r`` for the spread of ``y``, rounded up."""
+    centre = matmul(x, y.mid)
+    n = x.lo.shape[-1]
+    spread = up(up(np.abs(x.mid) + x.radius) @ y.radius * (1 + 4 * n * _U))
+    spread = up(spread + n * _TINY)
+    return Box(down(centre.lo - spread), up(centre.hi + spread))
+
+
 def dot(x: Box, y: Box) -> Box:
     """``Σ_m x[..., m] y[..., m]`` over the last axis, enclosed (coordinate-wise products)."""
     products = x * y

@@ -39,7 +39,7 @@ so the certificate is a proof about the **real-number model** of the weights as 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -47,7 +47,7 @@ import numpy as np
 
 from ..errors import VerificationError
 from ..model import AttnOnlyTransformer
-from ._intervals import Array, Box, dot, down, exp_bound, matmul, sum_down, sum_up, up
+from ._intervals import Array, Box, dot, down, exp_bound, matmul, matmul_boxes, sum_down, sum_up, up
 from ._rounding import float_down
 from .certificate import REAL_NUMBER_MODEL
 
@@ -78,8 +78,8 @@ class ModelCertificate:
     by_token: Array
     worst_case: tuple[int, int, int, int]
     steps: tuple[str, ...]
+    cases: int  # the (i, p, a, c) the family splits into
     about: str = REAL_NUMBER_MODEL
-    _cases: int = field(default=0, repr=False)
 
     @property
     def family(self) -> str:
@@ -94,7 +94,7 @@ class ModelCertificate:
         i, p, a, c = self.worst_case
         lines = [
             "Certificate (weights of a 2-layer attention-only model)",
-            f"  family: {self.family} ({self.family_size} sequences, {self._cases} cases (i, p, a, c))",
+            f"  family: {self.family} ({self.family_size} sequences, {self.cases} cases (i, p, a, c))",
             f"  about: {self.about}",
             *(f"  {step}" for step in self.steps),
             f"P(correct next token) ≥ {self.bound:.10g}   (P(wrong) ≤ {self.error_bound:.6g}); "
@@ -244,7 +244,7 @@ class _Functionals:
 
     @staticmethod
     def of(w: _Weights) -> _Functionals:
-        H, k, V = w.W_Q.shape[1], w.W_Q.shape[2], w.W_U.shape[0]
+        H, V = w.W_Q.shape[1], w.W_U.shape[0]
         columns: list[Box] = []
         offsets: list[Box] = []
         attention: list[Array] = []
@@ -264,10 +264,9 @@ class _Functionals:
             key.append(add(Box.exact(w.W_K[1, g].T), Box.exact(w.b_K[1, g]), True))
             ou = matmul(Box.exact(w.W_O[1, g].T), w.W_U.T)  # [k, V]
             value.append(
-                add(_box_matmul(Box.exact(w.W_V[1, g].T), ou), Box.exact(np.zeros(V)), False)
+                add(matmul_boxes(Box.exact(w.W_V[1, g].T), ou), Box.exact(np.zeros(V)), False)
             )
         direct = add(Box.exact(w.W_U.T), Box.exact(np.zeros(V)), False)
-        del k
         return _Functionals(
             matrix=Box(
                 np.concatenate([c.lo for c in columns], 1),
@@ -284,23 +283,15 @@ class _Functionals:
         )
 
 
-def _box_matmul(x: Box, y: Box) -> Box:
-    """``x @ y`` for two boxes: ``(x_c ± x_r)(y_c ± y_r)`` in midpoint-radius form."""
-    exact_part = matmul(x, y.mid)
-    spread = up(up(np.abs(x.mid) + x.radius) @ y.radius * (1 + 4 * 2.0**-53 * x.lo.shape[-1]))
-    spread = up(spread + x.lo.shape[-1] * 2.0**-1074)
-    return Box(down(exact_part.lo - spread), up(exact_part.hi + spread))
-
-
 # ---------------------------------------------------------------------------------- layer 0
 def _layer0_scores(w: _Weights, h: int, a0: Box) -> Box:
     """``s[j, f, k, t]``: the layer-0 score of head ``h`` of query (j, f) on key (k, t)."""
-    q = _box_matmul(a0, Box.exact(w.W_Q[0, h].T)) + Box.exact(w.b_Q[0, h])  # [n, V, k]
-    key = _box_matmul(a0, Box.exact(w.W_K[0, h].T)) + Box.exact(w.b_K[0, h])
+    q = matmul_boxes(a0, Box.exact(w.W_Q[0, h].T)) + Box.exact(w.b_Q[0, h])  # [n, V, k]
+    key = matmul_boxes(a0, Box.exact(w.W_K[0, h].T)) + Box.exact(w.b_K[0, h])
     n, V, dk = q.lo.shape
     qf = Box(q.lo.reshape(n * V, dk), q.hi.reshape(n * V, dk))
     kf = Box(key.lo.reshape(n * V, dk).T.copy(), key.hi.reshape(n * V, dk).T.copy())
-    s = _box_matmul(qf, kf).scaled(w.scale)
+    s = matmul_boxes(qf, kf).scaled(w.scale)
     return Box(s.lo.reshape(n, V, n, V), s.hi.reshape(n, V, n, V))
 
 
@@ -463,8 +454,8 @@ def _layer1_states(w: _Weights, fun: _Functionals, bos: int, ordinary: Array) ->
     r0 = Box.exact(w.E)[None] + Box.exact(w.P_stream)[:, None]  # [n, V, d]
     a0 = r0 + Box.exact(w.P_attn)[:, None]
     n, V, _ = r0.lo.shape
-    own = _box_matmul(r0 + Box.exact(w.b_O[0]), fun.matrix)  # [n, V, m]
-    extra = _box_matmul(Box.exact(w.P_attn), fun.matrix)  # [n, m]
+    own = matmul_boxes(r0 + Box.exact(w.b_O[0]), fun.matrix)  # [n, V, m]
+    extra = matmul_boxes(Box.exact(w.P_attn), fun.matrix)  # [n, m]
     extra = Box(np.where(fun.attention, extra.lo, 0.0), np.where(fun.attention, extra.hi, 0.0))
     base = own + Box(extra.lo[:, None], extra.hi[:, None]) + Box(fun.offset.lo, fun.offset.hi)
     m = base.lo.shape[-1]
@@ -479,11 +470,11 @@ def _layer1_states(w: _Weights, fun: _Functionals, bos: int, ordinary: Array) ->
     )
     for h in range(w.W_Q.shape[1]):
         scores = _layer0_scores(w, h, a0)
-        v = _box_matmul(
-            _box_matmul(r0, Box.exact(w.W_V[0, h].T)) + Box.exact(w.b_V[0, h]),
+        v = matmul_boxes(
+            matmul_boxes(r0, Box.exact(w.W_V[0, h].T)) + Box.exact(w.b_V[0, h]),
             Box.exact(w.W_O[0, h].T),
         )
-        values = _box_matmul(v, fun.matrix)  # [n(k), V(t), m]
+        values = matmul_boxes(v, fun.matrix)  # [n(k), V(t), m]
         weights = _state_weights(scores, bos, ordinary)
         step = max(1, _CHUNK_ENTRIES // (V * V * m))
         for start in range(0, n, step):
@@ -608,7 +599,6 @@ def _query_mixture(scores: Box, values: Box, bos: int, ordinary: Array) -> Box:
 class _Unions:
     """Enclosures of the functionals over the states a key or query can be in, given ``a``."""
 
-    same: Box  # [n(i), V(a), m]: state (i, a, a), the query when p = i − 1
     other: Box  # [n(i), V(a), m]: (i, a, u) for any u ∉ {a, b}; (1, a, b) at i = 1
     filler: Box  # [n(j), V(a), m]: (j, f, u) for f, u ∉ {a, b} (u = b at j = 1)
     start: Box  # [m]: the BOS position's state
@@ -617,7 +607,6 @@ class _Unions:
 def _unions(states: Box, bos: int, ordinary: Array) -> _Unions:
     _n, V = states.lo.shape[:2]
     tokens = np.arange(V)
-    same = Box(states.lo[:, tokens, tokens], states.hi[:, tokens, tokens])
     # over u ∉ {a, b}, for every (j, f, a): [n, V(f), V(a), m]
     least, most = _extreme_excluding(states, ordinary)
     row = Box(least.lo, most.hi)
@@ -628,7 +617,7 @@ def _unions(states: Box, bos: int, ordinary: Array) -> _Unions:
     # fillers: then over f ∉ {a, b}
     keep_f = ordinary[:, None] & (tokens[:, None] != tokens[None, :])  # [V(f), V(a)]
     filler = _box_min(row, keep_f[None, :, :, None], axis=1)
-    return _Unions(same, other, filler, states[0, bos, bos])
+    return _Unions(other, filler, states[0, bos, bos])
 
 
 def _scores(query: Box, key: Box, sl: slice, kl: slice, scale: float) -> Box:
@@ -859,5 +848,5 @@ def certify(model: AttnOnlyTransformer, n_ctx: int | None = None) -> ModelCertif
         by_token=by_token,
         worst_case=worst,
         steps=steps,
-        _cases=cases,
+        cases=cases,
     )
