@@ -29,6 +29,7 @@ arithmetic (mpmath) and rounded down, so ``bound`` is a proved lower bound, not 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -88,10 +89,33 @@ class DerivationStep:
 
     def __str__(self) -> str:
         lines = [f"{self.title}: {self.reason}"]
-        lines += [
-            f"    {name} = {sp.sstr(expr)} = {value:.10g}" for name, expr, value in self.quantities
-        ]
+        for name, expr, value in self.quantities:
+            meaning = f"   ({MEANINGS[name]})" if name in MEANINGS else ""
+            lines.append(f"    {name} = {formula_text(expr)} = {value:.10g}{meaning}")
         return "\n".join(lines)
+
+
+#: What each quantity of a derivation is, printed beside it.
+MEANINGS: dict[str, str] = {
+    "Δ₀": "layer-0 margin: the target key's score minus any other key's",
+    "ε₀": "at most this much layer-0 attention off the target key, by the margin lemma",
+    "η₀": "at most this much layer-0 attention on any one other key",
+    "Δ₁": "layer-1 margin of key p+1 over any other key",
+    "ε₁": "at most this much layer-1 attention off key p+1, by the margin lemma",
+    "bound": "the lower bound on P(c)",
+}
+
+#: How the symbols of the formulas are printed in text: the same letters as the reasons use.
+_TEXT_NAMES = {
+    "beta_0": "β₀", "beta_1": "β₁", "gamma": "γ", "mu": "μ", "Delta_0": "Δ₀", "epsilon_0": "ε₀",
+    "eta_0": "η₀", "Delta_1": "Δ₁", "epsilon_1": "ε₁",
+}  # fmt: skip
+_TEXT_NAME = re.compile(r"\b(" + "|".join(_TEXT_NAMES) + r")\b")
+
+
+def formula_text(expr: Any) -> str:
+    """``expr`` as one line of text, its symbols written as the derivation writes them (β₀, ε₁, μ)."""
+    return _TEXT_NAME.sub(lambda match: _TEXT_NAMES[match.group(1)], sp.sstr(expr))
 
 
 @dataclass(frozen=True)
@@ -126,7 +150,12 @@ class Certificate:
             f"Certificate ({self.mechanism}-composition induction circuit)",
             f"  family: {self.family}",
             f"  about: {self.about}",
-            "  parameters: " + ", ".join(f"{k} = {_number(v)}" for k, v in self.values.items()),
+            f"  notation: {NOTATION}",
+            "  parameters: "
+            + "; ".join(
+                f"{_PARAMETERS[k][0]} = {_number(v)} ({_PARAMETERS[k][1]})"
+                for k, v in self.values.items()
+            ),
         ]
         body = [str(step) for step in self.steps]
         tail = f"P(correct next token) ≥ {self.bound:.12g}   (P(wrong) ≤ {self.error_bound:.6g})"
@@ -138,6 +167,22 @@ class Certificate:
         return rf"$P(\text{{correct}}) \ge {formula} \ge {self.bound:.12g}$"
 
     _repr_latex_ = latex  # Jupyter shows the formula
+
+
+#: The positions and tokens the derivation speaks of.
+NOTATION = (
+    "t_j is the token at position j; i is the last position and a = t_i; p < i is the position "
+    "of a's earlier occurrence and c = t_{p+1} the right answer"
+)
+#: How each parameter is written in the derivation, and what it is (its argument name first).
+_PARAMETERS = {
+    "vocab_size": ("V", "vocab_size: tokens, BOS included"),
+    "n_ctx": ("n_ctx", "the longest sequence"),
+    "beta0": ("β₀", "beta0: score scale of the layer-0 head"),
+    "beta1": ("β₁", "beta1: score scale of the layer-1 head"),
+    "gamma": ("γ", "gamma: output logit scale"),
+    "coherence": ("μ", "coherence: of the token code, 0 for one-hot"),
+}
 
 
 def _number(value: float) -> str:
@@ -171,7 +216,7 @@ def _derivation(mechanism: str) -> tuple[Any, dict[str, Any], Any, Any]:
         d0, d1 = b0, b1 * (1 - (1 + mu) * E0 - mu - 2 * H0)
         layer0 = (
             "layer 0 (previous-token head)",
-            "query j ≥ 1 scores key j−1 at β₀ and its other ≤ n−1 keys at 0",
+            "query j ≥ 1 scores key j−1 at β₀ and its other ≤ n_ctx−1 keys at 0",
         )
         layer1 = (
             "layer 1 (induction head)",
@@ -185,7 +230,7 @@ def _derivation(mechanism: str) -> tuple[Any, dict[str, Any], Any, Any]:
         )
         layer1 = (
             "layer 1 (induction head, pointer)",
-            "key p+1 scores ≥ β₁(1−ε₀) through ptr[p]; any other key ≤ β₁η₀",
+            "key p+1 scores ≥ β₁(1−ε₀) through the pointer to p that layer 0 wrote; any other key ≤ β₁η₀",
         )
     x = sp.exp(-g * (1 - mu - 2 * E1)) + (V - 2) * sp.exp(-g * (1 - mu - (1 + mu) * E1))
     steps = (
