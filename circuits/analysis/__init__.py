@@ -6,7 +6,8 @@
   with labelled top-k readouts;
 * :mod:`.detection` — behavioural scores on repeated random tokens and head detection;
 * :mod:`.attribution` — direct logit attribution by component, circuit recovery over path terms;
-* :mod:`.ablation` — head and path ablation with patterns frozen or recomputed, loss analyses.
+* :mod:`.ablation` — head and path ablation with patterns frozen or recomputed, loss analyses;
+* :mod:`.training` — a training run through its checkpoints: losses, ICL score, head scores.
 
 Each name is imported from its submodule on first use.
 """
@@ -57,10 +58,12 @@ if TYPE_CHECKING:
         top_entries,
         virtual_ov_circuit,
     )
+    from .training import TrainingRun, training_run
 
 __all__ = [
     "Component",
     "Entry",
+    "TrainingRun",
     "ablate_heads",
     "ablate_paths",
     "all_composition_scores",
@@ -96,6 +99,7 @@ __all__ = [
     "top_copied_tokens",
     "top_diagonal",
     "top_entries",
+    "training_run",
     "virtual_ov_circuit",
 ]
 
@@ -147,6 +151,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "top_entries",
         "virtual_ov_circuit",
     ),
+    "training": ("TrainingRun", "training_run"),
 }
 if not TYPE_CHECKING:  # keep attribute checks strict for type checkers
     __getattr__, __dir__ = lazy_namespace(__name__, _EXPORTS)
