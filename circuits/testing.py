@@ -101,6 +101,10 @@ def _as_strategy(value: T | st.SearchStrategy[T]) -> st.SearchStrategy[T]:
 
 
 # ---------------------------------------------------------------------- configs and models
+#: ``-1`` is the config's stand-in for ``√d_head``.
+_ATTN_SCALES = st.just(-1.0) | st.floats(0.25, 8.0)
+
+
 def configs(
     *,
     n_layers: Size = (0, 2),
@@ -110,9 +114,14 @@ def configs(
     d_vocab: Size = (1, 10),
     n_ctx: Size = (1, 8),
     positional_embedding_types: Sequence[str] = POSITIONAL_EMBEDDING_TYPES,
-    attn_scale: float | None = None,
+    attn_scale: float | st.SearchStrategy[float] | None = None,
 ) -> st.SearchStrategy[TransformerConfig]:
-    """Configs with every size drawn from its range; ``attn_scale`` defaults to ``√d_head``."""
+    """Configs with every size drawn from its range.
+
+    ``attn_scale``: a number, a strategy of numbers, or ``None`` to draw either TransformerLens's
+    default ``√d_head`` or another scale in ``[1/4, 8]`` (so a forward pass that ignores the
+    config's scale fails).
+    """
     unknown = sorted(set(positional_embedding_types) - set(POSITIONAL_EMBEDDING_TYPES))
     if unknown or not positional_embedding_types:
         raise ConfigError(
@@ -127,7 +136,7 @@ def configs(
         d_head=_sizes(d_head, "d_head", 1),
         d_vocab=_sizes(d_vocab, "d_vocab", 1),
         n_ctx=_sizes(n_ctx, "n_ctx", 1),
-        attn_scale=st.just(-1.0 if attn_scale is None else attn_scale),
+        attn_scale=_ATTN_SCALES if attn_scale is None else _as_strategy(attn_scale),
         positional_embedding_type=st.sampled_from(list(positional_embedding_types)),
     )
 

@@ -33,6 +33,7 @@ def models(draw: st.DrawFn, max_layers: int = 3, biases: bool | None = None) -> 
         d_head=draw(st.integers(1, 5)),
         d_vocab=draw(st.integers(2, 12)),
         n_ctx=draw(st.integers(1, 8)),
+        attn_scale=draw(st.just(-1.0) | st.floats(0.25, 8.0)),  # -1: √d_head
         positional_embedding_type=draw(st.sampled_from(POSITIONS)),
     )
     with_biases = draw(st.booleans()) if biases is None else biases
