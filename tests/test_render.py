@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sympy as sp
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from circuits import AttnOnlyTransformer, HeadError, all_composition_scores, render
@@ -94,8 +94,32 @@ LABEL_CHARS = st.text(
 )
 
 
+EVERY_SPECIAL = "a<b>&c\"d'e\nf &amp; &lt;"  # under every profile, not only when drawn
+
+
+@given(LABEL_CHARS, st.none() | LABEL_CHARS)
+@example(EVERY_SPECIAL, None)
+@example(EVERY_SPECIAL, EVERY_SPECIAL)
+def test_escaped_labels_read_back_as_written(text: str, bold: str | None) -> None:
+    """An escaped label is well-formed markup whose text is exactly the input: nothing left raw,
+    nothing escaped twice, newlines as line breaks."""
+    label = render.escape_label(text, bold=bold)
+    assert label.startswith("<") and label.endswith(">")
+    segments = label[1:-1].split("<BR/>")  # an escaped text holds no "<", so no "<BR/>"
+    parsed = [ET.fromstring(f"<line>{segment}</line>") for segment in segments]  # every & an entity
+    if bold is not None:
+        assert [child.tag for child in parsed[0]] == ["B"] and not parsed[0].text
+    for segment in segments:
+        raw = segment.removeprefix("<B>").removesuffix("</B>") if bold is not None else segment
+        assert not set("<>\"'") & set(raw), (segment, label)
+    lines = ["".join(element.itertext()) for element in parsed]
+    expected = [] if bold is None else [bold]
+    assert lines == expected + ([] if bold is not None and text == "" else text.split("\n"))
+
+
 @needs_dot
 @given(LABEL_CHARS, LABEL_CHARS)
+@example(EVERY_SPECIAL, EVERY_SPECIAL)
 @settings(max_examples=15)
 def test_labels_with_special_characters_render_as_written(role: str, title: str) -> None:
     svg = render.to_svg(render.circuit_diagram(random_model(), roles={"1.1": role}, title=title))
