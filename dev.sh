@@ -59,9 +59,10 @@ run_tests() {
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
-    demo)
+    demo)  # only what the demo needs: the library, and matplotlib for its heatmaps
         ensure_system
-        ensure_venv "$VENV"
+        [ -x "$VENV/bin/python" ] || { say "creating $VENV"; python3 -m venv "$VENV"; }
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[plot]'
         "$VENV/bin/python" -m circuits demo --out build/demo "$@"
         ;;
     test)
