@@ -1,4 +1,4 @@
-"""Agreement with TransformerLens itself (runs where ``transformer_lens`` 2.x and torch are installed).
+"""Agreement with TransformerLens itself: peer tests (the ``torch`` and ``transformer_lens`` fixtures).
 
 The rest of the suite checks the translation against TransformerLens's arithmetic written out in
 the test; this module checks it against ``HookedTransformer`` directly: logits, residual streams,
@@ -8,19 +8,16 @@ nonzero biases, in float64.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
 import circuits
 
-torch = pytest.importorskip("torch")
-transformer_lens = pytest.importorskip("transformer_lens")
-if not hasattr(transformer_lens, "HookedTransformer"):  # removed in TransformerLens 4
-    pytest.skip("TransformerLens without HookedTransformer", allow_module_level=True)
-
 
 @pytest.mark.parametrize("positions", ["standard", "shortformer"])
-def test_matches_hooked_transformer(positions: str) -> None:
+def test_matches_hooked_transformer(positions: str, torch: Any, transformer_lens: Any) -> None:
     L, H = 3, 4
     cfg = transformer_lens.HookedTransformerConfig(
         n_layers=L, d_model=32, d_head=8, n_heads=H, d_vocab=50, n_ctx=20, attn_only=True,

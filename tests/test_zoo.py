@@ -1,4 +1,4 @@
-"""The model zoo: names, loading, training information, errors. No torch needed."""
+"""The model zoo: names, loading, training information, errors; only the training script needs torch."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import importlib.util
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -104,12 +105,11 @@ def test_unknown_names_raise_zoo_error(bad: object) -> None:
 
 
 def test_training_script_is_the_library_model_and_reproducible(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torch: Any
 ) -> None:
-    """A few steps of ``examples/train_induction.py`` (only where torch is installed): the torch
+    """A few steps of ``examples/train_induction.py`` (a peer test: it needs torch): the torch
     forward pass equals ``AttnOnlyTransformer.forward`` on the exported weights, two runs give
     identical weights, and the export loads back with its roles and training record."""
-    torch = pytest.importorskip("torch")
     script = Path(__file__).parent.parent / "examples" / "train_induction.py"
     spec = importlib.util.spec_from_file_location("train_induction", script)
     assert spec is not None and spec.loader is not None
