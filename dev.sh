@@ -2,15 +2,21 @@
 # Set-up and routine tasks for circuits, on a fresh Debian machine or an existing one.
 #
 #   bash dev.sh demo    the main job: the demo of the library (see README)
-#   bash dev.sh test    every check: ruff, mypy, the test suite (numpy 2.x, then numpy 1.26)
+#   bash dev.sh test    every check: ruff, mypy, the test suite in three legs (numpy 2.x,
+#                       numpy 1.26, and the peer tests against torch and TransformerLens)
 #
-# Each creates or reuses a virtual environment (.venv, or $VENV) and installs what it needs,
-# Graphviz's `dot` included (through apt-get when it is missing).
+# Each creates or reuses virtual environments (.venv or $VENV; $COMPAT_VENV, $PEER_VENV for the
+# other legs) and installs what they need, Graphviz's `dot` included (through apt-get).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 VENV=${VENV:-.venv}
 COMPAT_VENV=${COMPAT_VENV:-.venv-numpy1}
+PEER_VENV=${PEER_VENV:-.venv-peer}
+# The peer leg's pins. torch first and on its own, at this exact CPU build: any other spec, or
+# letting transformer-lens choose, downloads a CUDA build of several gigabytes.
+PEER_TORCH=torch==2.13.0
+PEER_PACKAGES=(transformer-lens==2.18.0)
 
 say() { printf '\033[1m[dev.sh]\033[0m %s\n' "$*" >&2; }
 
@@ -36,24 +42,35 @@ ensure_system() {
         || { say "circuits needs Python >= 3.10, found $(python3 --version)"; exit 1; }
 }
 
-# ensure_venv DIR [EXTRA PIP ARGS...]: create DIR if needed and install the project into it,
-# again whenever pyproject.toml or the extra arguments change.
+# ensure_venv DIR [--first SPEC] [EXTRA PIP ARGS...]: create DIR if needed and install the
+# project into it (after SPEC, installed on its own), again whenever pyproject.toml or the
+# arguments change.
 ensure_venv() {
     local dir=$1; shift
+    local first=()
+    if [ "${1:-}" = --first ]; then first=("$2"); shift 2; fi
     local stamp
-    stamp=$( (cat pyproject.toml; echo "$*") | sha256sum | cut -d' ' -f1)
+    stamp=$( (cat pyproject.toml; echo "${first[*]} $*") | sha256sum | cut -d' ' -f1)
     [ -x "$dir/bin/python" ] || { say "creating $dir"; python3 -m venv "$dir"; }
     if [ "$(cat "$dir/.installed" 2>/dev/null)" != "$stamp" ]; then
         say "installing circuits into $dir"
         "$dir/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+        if [ ${#first[@]} -gt 0 ]; then
+            "$dir/bin/python" -m pip install -q --disable-pip-version-check "${first[@]}"
+        fi
         "$dir/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]' "$@"
         echo "$stamp" > "$dir/.installed"
     fi
 }
 
+# run_tests PYTHON PYTEST ARGS...: the suite under the `ci` Hypothesis profile unless told
+# otherwise; a leg whose selection leaves no test (pytest's status 5) passes.
 run_tests() {
     local py=$1; shift
-    HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci} "$py" -m pytest -q "$@"
+    say "pytest $* (numpy $("$py" -c 'import numpy; print(numpy.__version__)'), $py)"
+    local status=0
+    HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci} "$py" -m pytest -q "$@" || status=$?
+    [ "$status" -eq 0 ] || [ "$status" -eq 5 ]
 }
 
 cmd=${1:-}
@@ -70,11 +87,12 @@ case "$cmd" in
         ensure_venv "$VENV"
         say "ruff"; "$VENV/bin/python" -m ruff check . && "$VENV/bin/python" -m ruff format --check .
         say "mypy"; "$VENV/bin/python" -m mypy circuits
-        say "pytest (numpy $("$VENV/bin/python" -c 'import numpy; print(numpy.__version__)'))"
-        run_tests "$VENV/bin/python" "$@"
+        # the peer tests (marked `peer`, tests/conftest.py) run in their own leg, not skipped here
+        run_tests "$VENV/bin/python" -m 'not peer' "$@"
         ensure_venv "$COMPAT_VENV" 'numpy==1.26.*'
-        say "pytest (numpy $("$COMPAT_VENV/bin/python" -c 'import numpy; print(numpy.__version__)'))"
-        run_tests "$COMPAT_VENV/bin/python" "$@"
+        run_tests "$COMPAT_VENV/bin/python" -m 'not peer' "$@"
+        ensure_venv "$PEER_VENV" --first "$PEER_TORCH" "${PEER_PACKAGES[@]}"
+        run_tests "$PEER_VENV/bin/python" -m peer "$@"
         ;;
     *)
         sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
