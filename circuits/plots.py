@@ -6,7 +6,8 @@ r"""Heatmaps of attention patterns and of QK / OV circuits (needs the optional e
   :class:`~circuits.FactoredMatrix` only the block of the chosen rows and columns is formed;
 * :func:`qk_circuit_plot` and :func:`ov_circuit_plot` — the token circuits
   :math:`W_E^T W_{QK}^h W_E` (or the positional :math:`W_P^T W_{QK}^h W_P`) and
-  :math:`W_U W_{OV}^h W_E` of a head, on chosen tokens.
+  :math:`W_U W_{OV}^h W_E` of a head, on chosen tokens;
+* :func:`subsample` — evenly spaced indices, to choose rows of a matrix too large to show.
 
 Each returns a :class:`matplotlib.figure.Figure` (drawn into ``ax`` when one is given). Figures
 are made without ``pyplot``, so nothing needs a display; :func:`save_figure` writes one to a file.
@@ -40,6 +41,7 @@ __all__ = [
     "ov_circuit_plot",
     "qk_circuit_plot",
     "save_figure",
+    "subsample",
 ]
 
 #: The most rows (or columns) a heatmap shows; larger matrices need ``rows=`` / ``cols=``.
@@ -168,6 +170,22 @@ def _selection(chosen: Sequence[int] | None, size: int, name: str) -> list[int]:
             f"{name}: {len(index)} would be shown, at most {MAX_CELLS}: pass {name}= to choose some"
         )
     return [int(i) for i in index]
+
+
+def subsample(size: int, most: int = MAX_CELLS) -> list[int]:
+    """``most`` evenly spaced indices of ``range(size)``, first and last included (all when it fits).
+
+    For heatmaps of matrices larger than :data:`MAX_CELLS`: pass the result as ``tokens=``,
+    ``rows=`` or ``cols=``.
+    """
+    if not (is_int(size) and size >= 1):
+        raise RenderError(f"subsample: size must be an integer ≥ 1, got {size!r}")
+    if not (is_int(most) and most >= 2):
+        raise RenderError(f"subsample: most must be an integer ≥ 2, got {most!r}")
+    if size <= most:
+        return list(range(size))
+    chosen = np.round(np.linspace(0, size - 1, most)).astype(int)
+    return [int(i) for i in chosen]
 
 
 def _require_choice(tokens: Sequence[int] | None, size: int, what: str) -> None:
