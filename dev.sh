@@ -37,6 +37,10 @@ ensure_system() {
     command -v python3 >/dev/null || missing+=(python3)
     python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
     command -v dot >/dev/null || missing+=(graphviz)
+    if [ "${1:-}" = browser ]; then  # the HTML report's tests drive Debian's headless Chromium
+        [ -x /usr/bin/chromium ] || missing+=(chromium)
+        [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+    fi
     if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
     python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
         || { say "circuits needs Python >= 3.10, found $(python3 --version)"; exit 1; }
@@ -83,7 +87,7 @@ case "$cmd" in
         "$VENV/bin/python" -m circuits demo --out build/demo "$@"
         ;;
     test)
-        ensure_system
+        ensure_system browser
         ensure_venv "$VENV"
         say "ruff"; "$VENV/bin/python" -m ruff check . && "$VENV/bin/python" -m ruff format --check .
         say "mypy"; "$VENV/bin/python" -m mypy circuits
