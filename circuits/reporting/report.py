@@ -564,7 +564,7 @@ def _attention_spec(
     x_key = {"field": "key", "type": "ordinal", "scale": {"domain": positions},
              "axis": {**axis, "title": "key position"}}  # fmt: skip
     colour = {"field": "w", "type": "quantitative", "title": "attention",
-              "scale": {"domain": [0, 1], "scheme": "blues"}}  # fmt: skip
+              "scale": {"domain": [0, 1], "range": ["#f7fbff", "#08306b"]}}  # fmt: skip
     tooltip = [{"field": "head"}, {"field": "pos", "title": "query"}, {"field": "key"},
                {"field": "label", "title": "key token"}, {"field": "w", "title": "attention",
                                                           "format": ".3f"}]  # fmt: skip
