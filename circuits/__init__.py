@@ -63,6 +63,7 @@ if TYPE_CHECKING:
         RenderError,
         ShapeError,
         TokenError,
+        UnsupportedModelError,
         VerificationError,
         WeightError,
         ZooError,
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
     from .factored import FactoredMatrix
     from .graph import computation_graph, count_paths, iter_paths
     from .io import load, save
+    from .layer_norm import center_unembed, center_writing_weights, fold_layer_norm
     from .model import ActivationCache, AttnOnlyTransformer, causal_softmax
     from .paths import PathContributions, PathExpansion, PathTerm, path_expansion
     from .qk_paths import QKContributions, QKExpansion, QKTerm, qk_expansion
@@ -109,6 +111,7 @@ __all__ = [
     "SymbolicModel",
     "TokenError",
     "TransformerConfig",
+    "UnsupportedModelError",
     "VerificationError",
     "WeightError",
     "ZooError",
@@ -117,6 +120,8 @@ __all__ = [
     "assemble",
     "behaviour_scores",
     "causal_softmax",
+    "center_unembed",
+    "center_writing_weights",
     "circuit_recovery",
     "composition_baseline",
     "composition_scores",
@@ -124,6 +129,7 @@ __all__ = [
     "copying_scores",
     "count_paths",
     "detect_heads",
+    "fold_layer_norm",
     "head_attribution",
     "head_name",
     "induction_circuit",
@@ -193,6 +199,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "RenderError",
         "ShapeError",
         "TokenError",
+        "UnsupportedModelError",
         "VerificationError",
         "WeightError",
         "ZooError",
@@ -200,6 +207,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "factored": ("FactoredMatrix",),
     "graph": ("computation_graph", "count_paths", "iter_paths"),
     "io": ("load", "save"),
+    "layer_norm": ("center_unembed", "center_writing_weights", "fold_layer_norm"),
     "model": ("ActivationCache", "AttnOnlyTransformer", "causal_softmax"),
     "paths": ("PathContributions", "PathExpansion", "PathTerm", "path_expansion"),
     "qk_paths": ("QKContributions", "QKExpansion", "QKTerm", "qk_expansion"),

@@ -12,6 +12,15 @@ never a product with the ``d_model``-wide stream. A constant signal (a bias) sta
 :math:`\sum_j A_{ij} c = (A\mathbb{1})_i c`. Reading a path out at the target logits
 :math:`t_{b,i}` is the dot product of ``z`` with :math:`W_O^{h_m\,T} W_U[t_{b,i}]`, computed once
 per head for all paths ending there.
+
+With a normalisation, its scales :math:`\sigma^l_{b,i}` are frozen from the cache like the
+patterns, so what layer ``l`` reads of a stream is the linear map
+:math:`x_i \mapsto \mathrm{diag}(w^l) C x_i / \sigma^l_i` (:math:`C` the centring) plus the
+normalisation's bias, a source of its own. Each reading weight :math:`W` becomes
+:math:`W \mathrm{diag}(w^l) C`, still applied in the narrow basis, and the result is divided by
+:math:`\sigma^l` at each position; the unembedding likewise with the final normalisation.
+Sources that enter after the normalisation (its biases, query and key biases, shortformer
+positions) are read without it.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ class Stream:
 
     owner: Owner
     z: FloatArray
+    normalized: bool = False  # written after the normalisation (read without it)
 
 
 class PathAlgebra:
@@ -81,7 +91,10 @@ class PathAlgebra:
         if info.weight == "W_E":
             return Stream(None, m.W_E.T[self.cache.tokens])
         if info.weight == "W_P" and m.W_P is not None:
-            return Stream(None, m.W_P[:, :n].T[None])
+            shortformer = m.cfg.positional_embedding_type == "shortformer"
+            return Stream(None, m.W_P[:, :n].T[None], normalized=shortformer)
+        if info.weight == "b_LN" and m.b_LN is not None and info.layer is not None:
+            return Stream(None, m.b_LN[info.layer][None, None], normalized=True)
         if info.weight == "b_V" and info.layer is not None and info.head is not None:
             return Stream((info.layer, info.head), m.b_V[info.layer, info.head][None, None])
         if info.weight == "b_O" and info.layer is not None:
@@ -104,9 +117,34 @@ class PathAlgebra:
         return self.cache.pattern(layer, head)
 
     def read(self, stream: Stream, which: str, layer: int, head: int) -> FloatArray:
-        """``W_{which}^{l.h}`` applied to the stream (``which`` is ``"Q"``, ``"K"`` or ``"V"``)."""
+        """``W_{which}^{l.h}`` applied to what layer ``layer`` reads of the stream (``which`` is
+        ``"Q"``, ``"K"`` or ``"V"``), normalisation included."""
         W = {"Q": self.model.W_Q, "K": self.model.W_K, "V": self.model.W_V}[which][layer, head]
-        result: FloatArray = stream.z @ self._through((which, layer, head), W, stream.owner).T
+        if self._normalizes(stream):
+            W = self._cached(("N", which, layer, head), lambda: self._through_norm(W, layer))
+        key = (which, layer, head, self._normalizes(stream))
+        result: FloatArray = stream.z @ self._through(key, W, stream.owner).T
+        return self._scaled(result, layer, stream)
+
+    def _normalizes(self, stream: Stream) -> bool:
+        return self.model.cfg.normalized and not stream.normalized
+
+    def _through_norm(self, W: FloatArray, layer: int) -> FloatArray:
+        r""":math:`W \mathrm{diag}(w) C`: ``W`` reading the normalisation of ``layer``'s input."""
+        model = self.model
+        final = layer == model.cfg.n_layers
+        w = model.w_LN_final if final else None if model.w_LN is None else model.w_LN[layer]
+        read = W if w is None else W * w
+        if model.cfg.centred:
+            read = read - read.mean(axis=-1, keepdims=True)
+        return read
+
+    def _scaled(self, values: FloatArray, layer: int, stream: Stream) -> FloatArray:
+        r"""``values`` divided by the frozen scale :math:`\sigma^l_{b,i}` if the stream is normalised."""
+        if not self._normalizes(stream):
+            return values
+        sigma = self._cached(("sigma", layer), lambda: self.cache.scale(layer)[..., None])
+        result: FloatArray = values / sigma
         return result
 
     def walk(self, prefixes: Sequence[Sequence[str]]) -> Iterator[tuple[int, Stream]]:
@@ -135,10 +173,30 @@ class PathAlgebra:
         result: FloatArray = stream.z @ self.model.W_O[stream.owner].T
         return result
 
+    def unembedding(self) -> FloatArray:
+        r"""What reads the final stream: :math:`W_U`, or :math:`W_U \mathrm{diag}(w) C` through the
+        final normalisation (whose scale :meth:`logits` and :meth:`readout` divide by)."""
+        if not self.model.cfg.normalized:
+            return self.model.W_U
+        return self._cached(("N", "U"), lambda: self._through_norm(self.model.W_U, self.n_layers))
+
+    @property
+    def n_layers(self) -> int:
+        """The number of layers; ``n_layers`` also names the unembedding's normalisation."""
+        return self.model.cfg.n_layers
+
     def logits(self, stream: Stream) -> FloatArray:
         """The stream read out by the unembedding, ``[batch, pos, d_vocab]``."""
-        U = self._through(("U",), self.model.W_U, stream.owner)
-        return self.full(stream.z @ U.T)
+        U = self._through(("U",), self.unembedding(), stream.owner)
+        return self.full(self._scaled(stream.z @ U.T, self.n_layers, stream))
+
+    def constant_logits(self, node: str) -> FloatArray:
+        r"""What a source read by the unembedding as it is gives the logits, ``[1, 1, d_vocab]``:
+        :math:`b_U`, or :math:`W_U b_{LN}` of the final normalisation."""
+        m = self.model
+        if node == "b_LN_final" and m.b_LN_final is not None:
+            return (m.W_U @ m.b_LN_final)[None, None]
+        return m.b_U[None, None]
 
     def readout(self, targets: IntArray) -> Callable[[Stream], FloatArray]:
         """A function giving a stream's contribution to the logits ``targets`` (``[batch, pos]``).
@@ -146,7 +204,7 @@ class PathAlgebra:
         :math:`W_U[t_{b,i}] \\cdot W_O^{owner} z_{b,i}`; the rows :math:`W_U[t]` are gathered once,
         projected once per owner.
         """
-        rows = self.model.W_U[targets]  # [batch, pos, d_model]
+        rows = self.unembedding()[targets]  # [batch, pos, d_model]
         projected: dict[Owner, FloatArray] = {None: rows}
 
         def read(stream: Stream) -> FloatArray:
@@ -154,7 +212,7 @@ class PathAlgebra:
                 projected[stream.owner] = rows @ self.model.W_O[stream.owner]
             values: FloatArray = np.einsum("bpr,bpr->bp", *np.broadcast_arrays(
                 projected[stream.owner], stream.z))  # fmt: skip
-            return values
+            return self._scaled(values[..., None], self.n_layers, stream)[..., 0]
 
         return read
 

@@ -11,9 +11,20 @@ from typing import Any, Literal, Union, get_args
 from ._checks import is_int, is_positive_finite, is_real
 from .errors import ConfigError, HeadError
 
-__all__ = ["HeadRef", "PositionalEmbeddingType", "TransformerConfig", "head_name", "parse_head"]
+__all__ = [
+    "HeadRef",
+    "NormalizationType",
+    "PositionalEmbeddingType",
+    "TransformerConfig",
+    "head_name",
+    "parse_head",
+]
 
 PositionalEmbeddingType = Literal["standard", "shortformer", "none"]
+#: TransformerLens's names: ``"LN"`` (LayerNorm with weight and bias), ``"LNPre"`` (without),
+#: ``"RMS"`` (RMSNorm with weight), ``"RMSPre"`` (without); ``None``: no normalisation.
+NormalizationType = Literal["LN", "LNPre", "RMS", "RMSPre"]
+NORMALIZATION_TYPES: tuple[str | None, ...] = (None, *get_args(NormalizationType))
 
 #: A head, as a name ``"l.h"`` or as a pair ``(layer, head)``.
 HeadRef = Union[str, "tuple[int, int]"]
@@ -24,11 +35,15 @@ _HEAD_NAME = re.compile(r"^\s*(\d+)\s*\.\s*(\d+)\s*$")
 
 @dataclass(frozen=True)
 class TransformerConfig:
-    """Sizes and options of an attention-only transformer.
+    r"""Sizes and options of an attention-only transformer.
 
     ``attn_scale`` divides every attention score (default ``√d_head``). ``positional_embedding_type``
     is ``"standard"`` (``W_P`` added to the residual stream), ``"shortformer"`` (positions feed only
-    queries and keys) or ``"none"``.
+    queries and keys) or ``"none"``. ``normalization_type`` normalises what each layer's heads read
+    and what the unembedding reads, as TransformerLens does:
+    :math:`\mathrm{LN}(x) = w \odot (x - \bar{x}) / \sqrt{\overline{(x - \bar{x})^2} + \epsilon} + b`
+    for ``"LN"``, without ``w, b`` for ``"LNPre"``; ``"RMS"`` and ``"RMSPre"`` do not centre
+    (:math:`w \odot x / \sqrt{\overline{x^2} + \epsilon}`). ``eps`` is :math:`\epsilon`.
     """
 
     n_layers: int
@@ -39,6 +54,8 @@ class TransformerConfig:
     n_ctx: int
     attn_scale: float = field(default=-1.0)  # -1: use √d_head
     positional_embedding_type: PositionalEmbeddingType = "standard"
+    normalization_type: NormalizationType | None = None
+    eps: float = 1e-5
 
     def __post_init__(self) -> None:
         for name in ("n_layers", "n_heads", "d_model", "d_head", "d_vocab", "n_ctx"):
@@ -58,6 +75,14 @@ class TransformerConfig:
                 f"positional_embedding_type must be one of {POSITIONAL_EMBEDDING_TYPES}, "
                 f"got {self.positional_embedding_type!r}"
             )
+        if self.normalization_type not in NORMALIZATION_TYPES:
+            raise ConfigError(
+                f"normalization_type must be one of {NORMALIZATION_TYPES}, "
+                f"got {self.normalization_type!r}"
+            )
+        if not is_positive_finite(self.eps):
+            raise ConfigError(f"eps must be a finite number > 0, got {self.eps!r}")
+        object.__setattr__(self, "eps", float(self.eps))
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TransformerConfig:
@@ -80,6 +105,21 @@ class TransformerConfig:
     def to_dict(self) -> dict[str, Any]:
         """The config as a JSON-serialisable dict (inverse of :meth:`from_dict`)."""
         return asdict(self)
+
+    @property
+    def normalized(self) -> bool:
+        """Whether heads and the unembedding read the stream through a normalisation."""
+        return self.normalization_type is not None
+
+    @property
+    def centred(self) -> bool:
+        """Whether the normalisation subtracts the mean (``"LN"``, ``"LNPre"``; not RMS)."""
+        return self.normalization_type in ("LN", "LNPre")
+
+    @property
+    def normalization_weights(self) -> bool:
+        """Whether the normalisation has a weight (``"LN"``, ``"RMS"``) and, for LN, a bias."""
+        return self.normalization_type in ("LN", "RMS")
 
     def heads(self) -> Iterator[tuple[int, int]]:
         """Every head as ``(layer, head)``, layer by layer."""

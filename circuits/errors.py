@@ -21,6 +21,7 @@ __all__ = [
     "RenderError",
     "ShapeError",
     "TokenError",
+    "UnsupportedModelError",
     "VerificationError",
     "WeightError",
     "ZooError",
@@ -83,6 +84,11 @@ class LayoutError(CircuitsError, ValueError):
 class ConstructionError(CircuitsError, ValueError):
     """A hand-built circuit cannot be realised: a map needs more than ``d_head`` dimensions, its
     factors do not reproduce it, or a symbolic scale is left where numbers are needed."""
+
+
+class UnsupportedModelError(CircuitsError, ValueError):
+    """A model (e.g. a TransformerLens ``HookedTransformer``) uses a feature the library does not
+    model: MLPs, rotary or ALiBi positions, grouped-query attention, soft-capping, …"""
 
 
 class VerificationError(CircuitsError, ValueError):

@@ -22,11 +22,18 @@ name                      role       meaning
                                      layer ``l`` as the constant :math:`W_O^h b_V^h`
 ``"b_O[l]"``              source     output bias of layer ``l``
 ``"b_U"``                 source     unembedding bias; one edge, into the sink
+``"b_LN[l]"``             source     bias of the normalisation read by layer ``l`` (``"LN"`` only):
+                                     edges into every head of layer ``l`` (``Q``, ``K``, ``V``)
+``"b_LN_final"``          source     bias of the normalisation before the unembedding; one edge,
+                                     into the sink
 ``"l.h"``                 head       head ``h`` of layer ``l`` (e.g. ``"1.4"``)
 ``"unembed"``             sink       the unembedding :math:`W_U`
 ========================  =========  ==============================================================
 
-Bias sources are part ``"bias"``. By default a bias node is present only when its bias is nonzero
+With a normalisation (``normalization_type``), every edge into a head or the sink passes through
+it; with its scales frozen from a forward pass it is a fixed linear map (see
+:mod:`circuits.paths`), so the graph's paths are still the terms of the expansion. Its biases
+enter after it, as the sources ``b_LN[l]`` and ``b_LN_final``. Bias sources are part ``"bias"``. By default a bias node is present only when its bias is nonzero
 (``biases="nonzero"``), which keeps every expansion exact while sparing models without biases
 hundreds of empty terms; ``biases="all"`` keeps them all, ``biases="none"`` drops them all (the
 expansion is then exact only for models without biases).
@@ -96,7 +103,7 @@ Input = Literal["Q", "K", "V"]
 SOURCE_PARTS = ("token", "position", "bias")
 
 _HEAD_BIASES = ("b_Q", "b_K", "b_V")
-_BIAS_NODE = re.compile(r"^(b_Q|b_K|b_V|b_O)\[([^\]]*)\]$")
+_BIAS_NODE = re.compile(r"^(b_Q|b_K|b_V|b_O|b_LN)\[([^\]]*)\]$")
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,7 @@ def _parse_node(name: str) -> NodeInfo:
         EMBED: NodeInfo(name, "source", "token", "W_E", None, None),
         POS_EMBED: NodeInfo(name, "source", "position", "W_P", None, None),
         "b_U": NodeInfo(name, "source", "bias", "b_U", None, None),
+        "b_LN_final": NodeInfo(name, "source", "bias", "b_LN_final", None, None),
         UNEMBED: NodeInfo(name, "sink", None, "W_U", None, None),
     }
     if name in fixed:
@@ -145,23 +153,25 @@ def _parse_node(name: str) -> NodeInfo:
             layer, head = parse_head(name)
             return NodeInfo(name, "head", None, None, layer, head)
         weight, inner = match.groups()
-        if weight == "b_O":
+        if weight in ("b_O", "b_LN"):
             if not inner.isdigit():
-                raise PathError(f"not a node name: {name!r}; expected 'b_O[layer]', e.g. 'b_O[1]'")
+                raise PathError(
+                    f"not a node name: {name!r}; expected '{weight}[layer]', e.g. '{weight}[1]'"
+                )
             return NodeInfo(name, "source", "bias", weight, int(inner), None)
         layer, head = parse_head(inner)
         return NodeInfo(name, "source", "bias", weight, layer, head)
     except HeadError:
         raise PathError(
             f"not a node name: {name!r}; expected 'embed', 'pos_embed', 'unembed', 'b_U', a head "
-            "'l.h', or a bias 'b_Q[l.h]', 'b_K[l.h]', 'b_V[l.h]', 'b_O[l]'"
+            "'l.h', or a bias 'b_Q[l.h]', 'b_K[l.h]', 'b_V[l.h]', 'b_O[l]', 'b_LN[l]', 'b_LN_final'"
         ) from None
 
 
 def bias_node(weight: str, layer: int, head: int | None = None) -> str:
     """The name of a bias node: ``bias_node("b_V", 1, 4) == "b_V[1.4]"``, ``bias_node("b_O", 1) == "b_O[1]"``."""
-    if weight == "b_O" and head is None:
-        return f"b_O[{layer}]"
+    if weight in ("b_O", "b_LN") and head is None:
+        return f"{weight}[{layer}]"
     if weight in _HEAD_BIASES and head is not None:
         return f"{weight}[{head_name(layer, head)}]"
     raise PathError(f"no bias node {weight!r} for layer {layer!r}, head {head!r}")
@@ -197,9 +207,11 @@ def computation_graph(model: AttnOnlyTransformer, *, biases: BiasPolicy = "nonze
     )
     for writer in writers:
         graph.add_edge(writer, UNEMBED, inputs=("U",))
-    if keep(model.b_U):
-        _add_source(graph, "b_U", "b_U", model.b_U, cfg.n_layers)
-        graph.add_edge("b_U", UNEMBED, inputs=("U",))
+    for name in ("b_LN_final", "b_U"):
+        value = getattr(model, name)
+        if value is not None and keep(value):
+            _add_source(graph, name, name, value, cfg.n_layers)
+            graph.add_edge(name, UNEMBED, inputs=("U",))
     return graph
 
 
@@ -240,6 +252,11 @@ def _add_layer(
         )
         for writer in writers:
             graph.add_edge(writer, name, inputs=("Q", "K", "V"))
+        if model.b_LN is not None and keep(model.b_LN[layer]):
+            node = bias_node("b_LN", layer)
+            if node not in graph:
+                _add_source(graph, node, "b_LN", model.b_LN[layer], layer)
+            graph.add_edge(node, name, inputs=("Q", "K", "V"))
         if model.cfg.positional_embedding_type == "shortformer":
             graph.add_edge(POS_EMBED, name, inputs=("Q", "K"))
         for weight, inputs in (("b_Q", ("Q",)), ("b_K", ("K",))):
@@ -260,6 +277,8 @@ def _add_layer(
 
 
 def _source_latex(weight: str, owner: str | None) -> str:
+    if weight == "b_LN_final":
+        return r"b_{LN}^{\mathrm{final}}"
     base, _, sub = weight.partition("_")
     symbol = f"{base}_{{{sub}}}" if owner is None else f"{base}_{{{sub}}}^{{{owner}}}"
     return symbol

@@ -9,7 +9,10 @@ r"""The attention-only transformer, exactly as the Framework writes it (column v
     \text{logits}_i &= W_U x^L_i + b_U
 
 With shortformer positions, :math:`W_P` is added only to the inputs of queries and keys of every
-layer, never to the residual stream or the values. Activations are stored batch-first
+layer, never to the residual stream or the values. With a normalisation (``normalization_type``),
+the heads of layer :math:`l` read :math:`\mathrm{LN}^l(x^l_i)` instead of :math:`x^l_i` (shortformer
+positions are added after it) and the unembedding reads :math:`\mathrm{LN}^{\text{final}}(x^L_i)`,
+as in TransformerLens; :meth:`AttnOnlyTransformer.normalize` gives the formula. Activations are stored batch-first
 (``[batch, pos, d_model]``); weights follow the column convention of the Framework.
 """
 
@@ -43,12 +46,23 @@ __all__ = [
 IntArray = NDArray[np.intp]
 
 #: Weight names, in the order ``parameters()`` lists them.
-WEIGHT_NAMES = ("W_E", "W_P", "W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O", "W_U", "b_U")
-_BIASES = ("b_Q", "b_K", "b_V", "b_O", "b_U")
+WEIGHT_NAMES = (
+    "W_E", "W_P", "W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O", "W_U", "b_U",
+    "w_LN", "b_LN", "w_LN_final", "b_LN_final",
+)  # fmt: skip
+#: Weights that default to zeros (biases) or ones (normalisation weights) when not given.
+_DEFAULTS = {
+    "b_Q": 0.0, "b_K": 0.0, "b_V": 0.0, "b_O": 0.0, "b_U": 0.0,
+    "w_LN": 1.0, "b_LN": 0.0, "w_LN_final": 1.0, "b_LN_final": 0.0,
+}  # fmt: skip
 
 
 def weight_shapes(cfg: TransformerConfig) -> dict[str, tuple[int, ...]]:
-    """The shape of every weight in the column convention (``W_P`` only with positions)."""
+    """The shape of every weight in the column convention (``W_P`` only with positions).
+
+    A normalisation with weights adds ``w_LN`` ``[L, d]`` (layer ``l``'s ``ln1.w``) and
+    ``w_LN_final`` ``[d]``; ``"LN"`` also the biases ``b_LN`` and ``b_LN_final``.
+    """
     L, H, d, k, V, n = cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_head, cfg.d_vocab, cfg.n_ctx
     shapes: dict[str, tuple[int, ...]] = {
         "W_E": (d, V),
@@ -65,6 +79,10 @@ def weight_shapes(cfg: TransformerConfig) -> dict[str, tuple[int, ...]]:
     }
     if cfg.positional_embedding_type != "none":
         shapes["W_P"] = (d, n)
+    if cfg.normalization_weights:
+        shapes.update(w_LN=(L, d), w_LN_final=(d,))
+    if cfg.normalization_type == "LN":
+        shapes.update(b_LN=(L, d), b_LN_final=(d,))
     return {name: shapes[name] for name in WEIGHT_NAMES if name in shapes}
 
 
@@ -141,7 +159,7 @@ class AttnOnlyTransformer:
 
     Weights are validated at construction (shape, real dtype, finiteness) and stored read-only.
     They keep their dtype when every weight is float32 or every weight is float64; otherwise
-    everything is float64. Absent biases are zeros. ``bos_token`` names the start-of-sequence
+    everything is float64. Absent biases are zeros, absent normalisation weights ones. ``bos_token`` names the start-of-sequence
     token id, if the model has one; ``metadata`` is free-form JSON-compatible information (e.g.
     head roles), saved with the model.
     """
@@ -162,6 +180,10 @@ class AttnOnlyTransformer:
         b_V: Any = None,
         b_O: Any = None,
         b_U: Any = None,
+        w_LN: Any = None,
+        b_LN: Any = None,
+        w_LN_final: Any = None,
+        b_LN_final: Any = None,
         bos_token: int | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
@@ -169,6 +191,7 @@ class AttnOnlyTransformer:
         given = {
             "W_E": W_E, "W_P": W_P, "W_Q": W_Q, "W_K": W_K, "W_V": W_V, "W_O": W_O,
             "b_Q": b_Q, "b_K": b_K, "b_V": b_V, "b_O": b_O, "W_U": W_U, "b_U": b_U,
+            "w_LN": w_LN, "b_LN": b_LN, "w_LN_final": w_LN_final, "b_LN_final": b_LN_final,
         }  # fmt: skip
         self._weights = _validate_weights(self.cfg, given)
         self.bos_token = _validate_bos(bos_token, self.cfg)
@@ -187,7 +210,8 @@ class AttnOnlyTransformer:
         """A model with Gaussian weights, scaled so that scores and logits are of order one.
 
         ``W_E, W_P ~ N(0, 1)``; ``W_Q, W_K, W_V, W_U ~ N(0, 1/d_model)``; ``W_O ~ N(0, 1/d_head)``;
-        with ``biases``, every bias ``~ N(0, 1/4)``. Reproducible from ``seed``.
+        with ``biases``, every bias ``~ N(0, 1/4)``. Normalisation weights are ``1 + N(0, 1/16)``
+        (their biases count as biases). Reproducible from ``seed``.
         """
         config = cfg if isinstance(cfg, TransformerConfig) else TransformerConfig.from_dict(cfg)
         rng, dtype = random_generator(seed), float_dtype(dtype)
@@ -195,8 +219,11 @@ class AttnOnlyTransformer:
         weights = {
             name: (rng.standard_normal(shape) * std.get(name, config.d_model**-0.5)).astype(dtype)
             for name, shape in weight_shapes(config).items()
-            if not name.startswith("b_")
+            if not name.startswith(("b_", "w_"))
         }
+        for name, shape in weight_shapes(config).items():
+            if name.startswith("w_"):
+                weights[name] = (1 + 0.25 * rng.standard_normal(shape)).astype(dtype)
         if biases:
             for name, shape in weight_shapes(config).items():
                 if name.startswith("b_"):
@@ -224,13 +251,50 @@ class AttnOnlyTransformer:
         """A model from a TransformerLens state dict (row convention; see ``circuits.tl_format``).
 
         Shapes are inferred; ``overrides`` sets config fields (``n_ctx``, ``attn_scale``,
-        ``positional_embedding_type``) and may also give ``bos_token`` and ``metadata``. Values
-        can be anything with ``__array__`` (torch tensors included).
+        ``positional_embedding_type``, ``normalization_type``, ``eps``) and may also give
+        ``bos_token`` and ``metadata``. Values can be anything with ``__array__`` (torch tensors
+        included). A state dict does not say everything: ``"LNPre"`` and ``"RMSPre"`` leave no key,
+        and the positional type is a guess; :meth:`from_hooked_transformer` reads them from the
+        model's config instead.
         """
         bos_token = overrides.pop("bos_token", None)
         metadata = overrides.pop("metadata", None)
         cfg, weights = from_transformer_lens_dict(state_dict, overrides)
         return cls(cfg, **weights, bos_token=bos_token, metadata=metadata)
+
+    @classmethod
+    def from_hooked_transformer(
+        cls,
+        model: Any,
+        *,
+        bos_token: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AttnOnlyTransformer:
+        """A model from a TransformerLens ``HookedTransformer`` (its config and its weights).
+
+        Duck-typed: ``model`` needs ``cfg`` (a ``HookedTransformerConfig``) and ``state_dict()``;
+        torch is imported only by the object itself. Every config field is checked
+        (:func:`circuits.tl_format.hooked_transformer_overrides`): a model with MLPs, rotary or
+        ALiBi positions, grouped-query attention, soft-capping, a non-causal mask, or any other
+        option not modelled here is refused with an
+        :class:`~circuits.errors.UnsupportedModelError` naming the field and its value.
+        ``bos_token`` defaults to the tokenizer's BOS id when the model prepends one.
+        """
+        from .errors import UnsupportedModelError
+        from .tl_format import hooked_transformer_overrides
+
+        cfg, state_dict = getattr(model, "cfg", None), getattr(model, "state_dict", None)
+        if cfg is None or not callable(state_dict):
+            raise UnsupportedModelError(
+                "expected a TransformerLens HookedTransformer (with .cfg and .state_dict()), got "
+                f"{type(model).__name__}"
+            )
+        overrides = hooked_transformer_overrides(cfg)
+        if bos_token is None and getattr(cfg, "default_prepend_bos", False):
+            bos_token = getattr(getattr(model, "tokenizer", None), "bos_token_id", None)
+        return cls.from_transformer_lens(
+            state_dict(), **overrides, bos_token=bos_token, metadata=metadata
+        )
 
     def to_transformer_lens(self) -> dict[str, FloatArray]:
         """The TransformerLens state dict of this model (numpy arrays, row convention).
@@ -307,6 +371,26 @@ class AttnOnlyTransformer:
         return self._weights["b_U"]
 
     @property
+    def w_LN(self) -> FloatArray | None:
+        """Normalisation weights ``[n_layers, d_model]`` of each layer's input (``ln1.w``), or ``None``."""
+        return self._weights.get("w_LN")
+
+    @property
+    def b_LN(self) -> FloatArray | None:
+        """LayerNorm biases ``[n_layers, d_model]`` of each layer's input (``ln1.b``), or ``None``."""
+        return self._weights.get("b_LN")
+
+    @property
+    def w_LN_final(self) -> FloatArray | None:
+        """Normalisation weight ``[d_model]`` before the unembedding (``ln_final.w``), or ``None``."""
+        return self._weights.get("w_LN_final")
+
+    @property
+    def b_LN_final(self) -> FloatArray | None:
+        """LayerNorm bias ``[d_model]`` before the unembedding (``ln_final.b``), or ``None``."""
+        return self._weights.get("b_LN_final")
+
+    @property
     def W_P(self) -> FloatArray | None:
         """Positional embedding ``[d_model, n_ctx]``, or ``None`` without positions."""
         return self._weights.get("W_P")
@@ -330,7 +414,9 @@ class AttnOnlyTransformer:
         return (
             f"AttnOnlyTransformer(n_layers={c.n_layers}, n_heads={c.n_heads}, d_model={c.d_model}, "
             f"d_head={c.d_head}, d_vocab={c.d_vocab}, n_ctx={c.n_ctx}, "
-            f"positions={c.positional_embedding_type!r}, dtype={self.dtype})"
+            f"positions={c.positional_embedding_type!r}, "
+            + (f"normalization={c.normalization_type!r}, " if c.normalized else "")
+            + f"dtype={self.dtype})"
         )
 
     def _repr_svg_(self) -> str | None:
@@ -383,12 +469,13 @@ class AttnOnlyTransformer:
         shortformer = cfg.positional_embedding_type == "shortformer"
         pos = self.W_P[:, :n].T if shortformer and self.W_P is not None else None  # [n, d]
         x = self.embed(tokens)  # [B, n, d]
-        resid, scores_all, patterns_all, z_all = [x], [], [], []
+        resid, scales, scores_all, patterns_all, z_all = [x], [], [], [], []
         for layer in range(cfg.n_layers):
-            qk_in = x if pos is None else x + pos
+            read, scale = self.normalize(x, layer)  # what the heads read, [B, n, d]
+            qk_in = read if pos is None else read + pos
             q = _per_head(qk_in, self.W_Q[layer], self.b_Q[layer])  # [B, H, n, k]
             key = _per_head(qk_in, self.W_K[layer], self.b_K[layer])
-            v = _per_head(x, self.W_V[layer], self.b_V[layer])
+            v = _per_head(read, self.W_V[layer], self.b_V[layer])
             scores = (q @ key.transpose(0, 1, 3, 2)) / cfg.attn_scale  # [B, H, n, n]
             pattern = causal_softmax(scores)
             z = pattern @ v  # [B, H, n, k]
@@ -397,11 +484,13 @@ class AttnOnlyTransformer:
             x = x + z.transpose(0, 2, 1, 3).reshape(B, n, H * k) @ W_O_cat.T + self.b_O[layer]
             if keep:
                 resid.append(x)
+                scales.append(scale)
                 scores_all.append(scores)
                 patterns_all.append(pattern)
                 z_all.append(z)
+        read, scale = self.normalize(x, cfg.n_layers)
         # [B, n, V]: the largest array, so the bias is added in place
-        logits: FloatArray = x @ self.W_U.T
+        logits: FloatArray = read @ self.W_U.T
         logits += self.b_U
         if not keep:
             return logits, None
@@ -409,11 +498,34 @@ class AttnOnlyTransformer:
             model=self,
             tokens=tokens,
             _resid=tuple(resid),
+            _scales=(*scales, scale) if cfg.normalized else (),
             _scores=tuple(scores_all),
             _patterns=tuple(patterns_all),
             _z=tuple(z_all),
         )
         return logits, cache
+
+    def normalize(self, x: FloatArray, layer: int) -> tuple[FloatArray, FloatArray]:
+        r"""What the heads of ``layer`` read from the stream ``x`` ``[..., d]`` (``layer = n_layers``:
+        the unembedding), and the normalisation scale :math:`\sigma` ``[...]``.
+
+        :math:`\mathrm{LN}(x) = w \odot (x - \bar{x}) / \sigma + b` with
+        :math:`\sigma = \sqrt{\overline{(x - \bar{x})^2} + \epsilon}` (means over the
+        ``d_model`` entries; RMS variants do not subtract :math:`\bar{x}`), computed in
+        TransformerLens's order. Without normalisation: ``x`` itself and :math:`\sigma = 1`.
+        """
+        cfg = self.cfg
+        if not cfg.normalized:
+            return x, np.ones(x.shape[:-1], dtype=x.dtype)
+        centred = x - x.mean(axis=-1, keepdims=True) if cfg.centred else x
+        scale = np.sqrt((centred * centred).mean(axis=-1, keepdims=True) + cfg.eps)
+        out: FloatArray = centred / scale
+        if cfg.normalization_weights:
+            final = layer == cfg.n_layers
+            out = out * (self._weights["w_LN_final"] if final else self._weights["w_LN"][layer])
+            if cfg.normalization_type == "LN":
+                out = out + (self._weights["b_LN_final"] if final else self._weights["b_LN"][layer])
+        return out, scale[..., 0]
 
 
 @dataclass(frozen=True, eq=False)
@@ -426,6 +538,7 @@ class ActivationCache:
     model: AttnOnlyTransformer
     tokens: IntArray  # [batch, pos]
     _resid: tuple[FloatArray, ...]  # n_layers + 1 × [batch, pos, d_model]
+    _scales: tuple[FloatArray, ...]  # n_layers + 1 × [batch, pos] with normalisation, else ()
     _scores: tuple[FloatArray, ...]  # n_layers × [batch, n_heads, q, k]
     _patterns: tuple[FloatArray, ...]  # n_layers × [batch, n_heads, q, k]
     _z: tuple[FloatArray, ...]  # n_layers × [batch, n_heads, pos, d_head]
@@ -435,6 +548,19 @@ class ActivationCache:
         if not (is_int(layer) and 0 <= layer <= self.model.cfg.n_layers):
             raise ConfigError(f"resid({layer!r}): layer must be in [0, {self.model.cfg.n_layers}]")
         return self._resid[layer]
+
+    def scale(self, layer: int) -> FloatArray:
+        r"""The normalisation scale :math:`\sigma` ``[batch, pos]`` of the stream read by ``layer``'s
+        heads (``layer = n_layers``: by the unembedding); ones without normalisation.
+
+        TransformerLens's ``blocks.{layer}.ln1.hook_scale`` (``ln_final.hook_scale``).
+        """
+        cfg = self.model.cfg
+        if not (is_int(layer) and 0 <= layer <= cfg.n_layers):
+            raise ConfigError(f"scale({layer!r}): layer must be in [0, {cfg.n_layers}]")
+        if not self._scales:
+            return np.ones(self.tokens.shape, dtype=self.model.dtype)
+        return self._scales[layer]
 
     def scores(self, layer: int | str, head: int | None = None) -> FloatArray:
         """Attention scores ``[batch, q, k]``: scaled by ``1/attn_scale``, before mask and softmax.
@@ -504,15 +630,17 @@ def _validate_bos(bos_token: object, cfg: TransformerConfig) -> int | None:
 
 
 def _validate_weights(cfg: TransformerConfig, given: Mapping[str, Any]) -> dict[str, FloatArray]:
-    """Check every weight's shape, dtype and finiteness; fill absent biases with zeros."""
+    """Check every weight's shape, dtype and finiteness; fill absent biases with zeros and absent
+    normalisation weights with ones."""
     shapes = weight_shapes(cfg)
-    if given.get("W_P") is not None and "W_P" not in shapes:
-        raise ConfigError("W_P given, but positional_embedding_type is 'none'")
+    extra = sorted(name for name, value in given.items() if value is not None and name not in shapes)
+    if extra:
+        raise ConfigError(f"{_unused_weights_reason(cfg, extra)}: {extra} given")
     arrays = {}
     for name, shape in shapes.items():
         value = given.get(name)
         if value is None:
-            if name in _BIASES or cfg.n_layers == 0:
+            if name in _DEFAULTS or cfg.n_layers == 0:
                 continue
             raise ConfigError(f"weight {name} is required (shape {list(shape)})")
         arrays[name] = to_numpy(value, name)
@@ -520,7 +648,14 @@ def _validate_weights(cfg: TransformerConfig, given: Mapping[str, Any]) -> dict[
     weights = {
         name: frozen(as_real_array(arrays[name], name, shape, dtype=dtype))
         if name in arrays
-        else frozen(np.zeros(shape, dtype=dtype))
+        else frozen(np.full(shape, _DEFAULTS.get(name, 0.0), dtype=dtype))
         for name, shape in shapes.items()
     }
     return weights
+
+
+def _unused_weights_reason(cfg: TransformerConfig, names: list[str]) -> str:
+    """Why weights ``names`` have no place in a model of configuration ``cfg``."""
+    if "W_P" in names:
+        return "W_P given, but positional_embedding_type is 'none'"
+    return f"normalization_type {cfg.normalization_type!r} has no such weights"

@@ -246,9 +246,13 @@ def path_kind(path: Sequence[str]) -> Kind:
     return "direct" if order == 0 else "head" if order == 1 else "virtual"
 
 
+#: Sources the unembedding reads as they are (no head, no normalisation in between).
+CONSTANT_LOGITS = ("b_U", "b_LN_final")
+
+
 def _logits(algebra: PathAlgebra, path: Sequence[str]) -> FloatArray:
-    if path[0] == "b_U":
-        return algebra.full(algebra.model.b_U[None, None])
+    if path[0] in CONSTANT_LOGITS:
+        return algebra.full(algebra.constant_logits(path[0]))
     ((_, stream),) = algebra.walk([path[:-1]])
     return algebra.logits(stream)
 
@@ -260,8 +264,8 @@ def _target_values(
     readout = algebra.readout(targets)
     streams, where = [], []
     for index, path in enumerate(paths):
-        if path[0] == "b_U":
-            yield index, algebra.model.b_U[targets]
+        if path[0] in CONSTANT_LOGITS:
+            yield index, algebra.constant_logits(path[0])[0, 0][targets]
         else:
             streams.append(path[:-1])
             where.append(index)
@@ -537,7 +541,7 @@ class PathExpansion(Expansion[PathTerm]):
             for _, value in _target_values(algebra, algebra.targets(targets), paths):
                 total += value
             return total
-        streams = [path[:-1] for path in paths if path[0] != "b_U"]
+        streams = [path[:-1] for path in paths if path[0] not in CONSTANT_LOGITS]
         by_owner: dict[Any, FloatArray] = {}
         for _, s in algebra.walk(streams):
             by_owner[s.owner] = by_owner[s.owner] + s.z if s.owner in by_owner else s.z
@@ -545,7 +549,8 @@ class PathExpansion(Expansion[PathTerm]):
         for owner, z in by_owner.items():
             resid = resid + algebra.resid(Stream(owner, z))
         logits = algebra.logits(Stream(None, resid))
-        return logits + sum(1 for path in paths if path[0] == "b_U") * self.model.b_U
+        constants = [algebra.constant_logits(p[0]) for p in paths if p[0] in CONSTANT_LOGITS]
+        return logits + sum(constants, np.zeros_like(logits))
 
     # ------------------------------------------------------------------ printing
     def latex(self, *, grouped: bool = True, expand: bool = False) -> str:

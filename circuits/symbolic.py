@@ -65,7 +65,7 @@ from sympy.printing.latex import LatexPrinter
 
 from ._arrays import as_real_array
 from ._checks import is_int, is_real
-from .config import TransformerConfig, head_name
+from .config import TransformerConfig, head_name, parse_head
 from .errors import PathError, ShapeError, WeightError
 from .factored import FactoredMatrix
 from .graph import UNEMBED, parse_node
@@ -85,10 +85,14 @@ __all__ = [
 
 #: The score scale ``attn_scale`` (scores are divided by it).
 ALPHA = sp.Symbol("alpha", positive=True)
+#: The owner label of the normalisation read by the unembedding (``LN^{final}``, ``S^{final}``).
+FINAL = "final"
 #: The sequence length, the size of every pattern ``A^{l.h}``.
 SEQ_LEN = sp.Symbol("n", integer=True, positive=True)
 
 _HEAD_WEIGHTS = ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")
+#: Sources whose signal a head or the unembedding reads without the normalisation.
+_PAST_NORM = ("b_LN", "b_LN_final", "b_Q", "b_K")
 
 
 def symbol_name(weight: str, owner: str | int | None = None) -> str:
@@ -120,7 +124,7 @@ def _name_latex(name: str) -> str:
     """``"W_OV^{1.4}"`` → ``"W_{OV}^{1.4}"``."""
     base, caret, sup = name.partition("^")
     stem, underscore, sub = base.partition("_")
-    text = f"{stem}_{{{sub}}}" if underscore else stem
+    text = f"{stem}_{{{sub}}}" if underscore else rf"\mathrm{{{stem}}}" if stem == "LN" else stem
     return text + (f"^{sup}" if caret else "")
 
 
@@ -210,11 +214,14 @@ class ModelSymbols:
     d_head: int
     d_vocab: int
     n_ctx: int
+    normalized: bool = False
+    shortformer: bool = False
 
     @classmethod
     def of(cls, cfg: TransformerConfig) -> ModelSymbols:
         """The symbols for a model of configuration ``cfg``."""
-        return cls(cfg.d_model, cfg.d_head, cfg.d_vocab, cfg.n_ctx)
+        shortformer = cfg.positional_embedding_type == "shortformer"
+        return cls(cfg.d_model, cfg.d_head, cfg.d_vocab, cfg.n_ctx, cfg.normalized, shortformer)
 
     def weight(self, name: str, owner: str | int | None = None) -> sp.MatrixSymbol:
         """The symbol of weight ``name`` (``"W_OV"``, ``"b_O"``, …) of head or layer ``owner``."""
@@ -222,7 +229,8 @@ class ModelSymbols:
         shapes = {
             "W_E": (d, V), "W_P": (d, self.n_ctx), "W_U": (V, d), "b_U": (V, 1), "b_O": (d, 1),
             "W_Q": (k, d), "W_K": (k, d), "W_V": (k, d), "W_O": (d, k), "W_QK": (d, d),
-            "W_OV": (d, d), "b_Q": (k, 1), "b_K": (k, 1), "b_V": (k, 1),
+            "W_OV": (d, d), "b_Q": (k, 1), "b_K": (k, 1), "b_V": (k, 1), "LN": (d, d),
+            "b_LN": (d, 1),
         }  # fmt: skip
         if name not in shapes:
             raise WeightError(f"no weight symbol {name!r}; expected one of {sorted(shapes)}")
@@ -231,6 +239,18 @@ class ModelSymbols:
     def pattern(self, owner: str) -> sp.MatrixSymbol:
         """The attention pattern :math:`A^{h}` (``n × n``) of head ``owner``."""
         return sp.MatrixSymbol(symbol_name("A", owner), SEQ_LEN, SEQ_LEN)
+
+    def scales(self, layer: int | str) -> sp.MatrixSymbol:
+        r""":math:`S^l = \mathrm{diag}(1/\sigma^l_i)` (``n × n``): the frozen normalisation scales of
+        the stream read by layer ``layer`` (``"final"``: by the unembedding)."""
+        return sp.MatrixSymbol(symbol_name("S", layer), SEQ_LEN, SEQ_LEN)
+
+    def norm_map(self, layer: int | str) -> Kron:
+        r"""What the normalisation read by ``layer`` does to a stream, scales frozen:
+        :math:`S^l \otimes \mathrm{LN}^l`, with :math:`\mathrm{LN}^l = \mathrm{diag}(w^l) C` and
+        :math:`C = I - \tfrac{1}{d}\mathbb{1}\mathbb{1}^T` (no :math:`C` for RMS, no ``w`` for the
+        ``Pre`` variants); its bias :math:`b_{LN}^l` is a source of its own."""
+        return Kron((self.scales(layer), self.weight("LN", layer)))
 
     def ov(self, owner: str, *, expand: bool = False) -> sp.MatrixExpr:
         r""":math:`W_{OV}^h`, or :math:`W_O^h W_V^h` with ``expand``."""
@@ -249,8 +269,10 @@ class ModelSymbols:
         return Kron((self.pattern(owner), self.ov(owner, expand=expand)))
 
     def unembed_map(self) -> Kron:
-        r"""The unembedding :math:`\mathrm{Id} \otimes W_U`."""
-        return Kron((sp.Identity(SEQ_LEN), self.weight("W_U")))
+        r"""The unembedding :math:`\mathrm{Id} \otimes W_U`; with a normalisation
+        :math:`S^{\mathrm{final}} \otimes W_U \mathrm{LN}^{\mathrm{final}}`."""
+        unembed = Kron((sp.Identity(SEQ_LEN), self.weight("W_U")))
+        return unembed @ self.norm_map(FINAL) if self.normalized else unembed
 
     def source_map(self, node: str, labels: Mapping[str, str] | None = None) -> Kron:
         r"""What source ``node`` writes: :math:`\mathrm{Id} \otimes W_E`, :math:`\mathbb{1} \otimes b`, …
@@ -267,9 +289,32 @@ class ModelSymbols:
         ones = sp.OneMatrix(SEQ_LEN, 1)
         if info.weight == "b_V":
             return Kron((ones, sp.MatMul(self.weight("W_O", owner), self.weight("b_V", owner))))
-        if info.weight == "b_O":
-            return Kron((ones, self.weight("b_O", info.layer)))
+        if info.weight in ("b_O", "b_LN"):
+            return Kron((ones, self.weight(info.weight, info.layer)))
+        if info.weight == "b_LN_final":
+            return Kron((ones, self.weight("b_LN", FINAL)))
         return Kron((ones, self.weight(info.weight, owner)))
+
+    def skips_norm(self, source: str) -> bool:
+        """Whether what ``source`` writes is read without the normalisation: the normalisation's
+        own biases, query and key biases, and shortformer positions (added after it)."""
+        weight = parse_node(source).weight
+        return weight in _PAST_NORM or (weight == "W_P" and self.shortformer)
+
+    def head_input(
+        self,
+        nodes: Sequence[str],
+        layer: int,
+        labels: Mapping[str, str] | None = None,
+        *,
+        expand: bool = False,
+    ) -> Kron:
+        """What heads of ``layer`` read of the path ``nodes``: its stream, through the
+        normalisation :meth:`norm_map` unless the source is past it already."""
+        term = self.stream(nodes, labels, expand=expand)
+        if self.normalized and (len(nodes) > 1 or not self.skips_norm(nodes[0])):
+            term = self.norm_map(layer) @ term
+        return term
 
     def stream(
         self, nodes: Sequence[str], labels: Mapping[str, str] | None = None, *, expand: bool = False
@@ -280,10 +325,11 @@ class ModelSymbols:
         :math:`(A^{h_m} \cdots A^{h_1} P_0) \otimes (W_{OV}^{h_m} \cdots W_{OV}^{h_1} W_0)` for the
         source's :math:`P_0 \otimes W_0`.
         """
-        term = self.source_map(nodes[0], labels)
-        for head in nodes[1:]:
-            term = self.head_map(_relabel(head, labels), expand=expand) @ term
-        return term
+        if len(nodes) == 1:
+            return self.source_map(nodes[0], labels)
+        *before, head = nodes
+        read = self.head_input(before, parse_head(head)[0], labels, expand=expand)
+        return self.head_map(_relabel(head, labels), expand=expand) @ read
 
     def ov_term(
         self, path: Sequence[str], labels: Mapping[str, str] | None = None, *, expand: bool = False
@@ -295,7 +341,11 @@ class ModelSymbols:
         if path[-1] != UNEMBED:
             raise PathError(f"a path of the logits ends at {UNEMBED!r}, got {tuple(path)}")
         stream = self.stream(path[:-1], labels, expand=expand)
-        return stream if path[0] == "b_U" else self.unembed_map() @ stream
+        if path[0] == "b_U":
+            return stream
+        if path[0] == "b_LN_final":
+            return Kron((stream.factors[0], sp.MatMul(self.weight("W_U"), stream.factors[1])))
+        return self.unembed_map() @ stream
 
     def qk_term(
         self,
@@ -316,11 +366,10 @@ class ModelSymbols:
         """
         if query[-1] != key[-1]:
             raise PathError(f"query and key paths end at different heads: {query}, {key}")
-        owner = _relabel(query[-1], labels)
-        q, k = (
-            self.stream(query[:-1], labels, expand=expand),
-            self.stream(key[:-1], labels if key_labels is None else key_labels, expand=expand),
-        )
+        owner, layer = _relabel(query[-1], labels), parse_head(query[-1])[0]
+        k_labels = labels if key_labels is None else key_labels
+        q = self.head_input(query[:-1], layer, labels, expand=expand)
+        k = self.head_input(key[:-1], layer, k_labels, expand=expand)
         q_bias, k_bias = parse_node(query[0]).weight == "b_Q", parse_node(key[0]).weight == "b_K"
         if not (q_bias or k_bias or expand):
             form = sp.MatMul(q.factors[1].T, self.qk(owner), k.factors[1])
@@ -536,9 +585,29 @@ def weight_values(weights: Mapping[str, Any], cfg: TransformerConfig) -> dict[st
                 a, b = values.get(symbol_name(left, owner)), values.get(symbol_name(right, owner))
                 if a is not None and b is not None:
                     values[symbol_name(name, owner)] = _pair(a.T if name == "W_QK" else a, b)
+    if cfg.normalized:
+        values.update(_norm_values(weights, cfg))
     symbolic = any(isinstance(value, sp.MatrixBase) for value in values.values())
     if symbolic and float(cfg.attn_scale).is_integer():
         values["alpha"] = sp.Integer(int(cfg.attn_scale))
+    return values
+
+
+def _norm_values(weights: Mapping[str, Any], cfg: TransformerConfig) -> dict[str, Any]:
+    r""":math:`\mathrm{LN}^l = \mathrm{diag}(w^l) C` (``d × d``) and :math:`b_{LN}^l` for every layer
+    and ``"final"``; :math:`C = I - \mathbb{1}\mathbb{1}^T/d` for LN, :math:`I` for RMS; ``w = 1``
+    and ``b = 0`` where the normalisation has none."""
+    d = cfg.d_model
+    centring = np.eye(d) - (1.0 / d if cfg.centred else 0.0)
+    values: dict[str, Any] = {}
+    for layer in (*range(cfg.n_layers), FINAL):
+        final = layer == FINAL
+        w, b = (weights.get(f"{name}_LN_final" if final else f"{name}_LN") for name in ("w", "b"))
+        w_l = np.ones(d) if w is None else np.asarray(w if final else w[layer])
+        values[symbol_name("LN", layer)] = w_l[:, None] * centring
+        values[symbol_name("b_LN", layer)] = np.zeros(d) if b is None else np.asarray(
+            b if final else b[layer]
+        )
     return values
 
 
@@ -561,13 +630,19 @@ def _pair(left: Any, right: Any) -> Any:
 
 
 def pattern_values(cache: ActivationCache, batch: int = 0) -> dict[str, Any]:
-    """``A^{l.h}`` → the pattern of every head for sequence ``batch`` of ``cache``, and ``n``."""
+    r"""``A^{l.h}`` → the pattern of every head for sequence ``batch`` of ``cache``, and ``n``; with a
+    normalisation also :math:`S^l = \mathrm{diag}(1/\sigma^l)` of every layer and ``"final"``."""
     tokens = as_cache(cache).tokens
     if not (is_int(batch) and 0 <= batch < tokens.shape[0]):
         raise ShapeError(
             f"batch {batch!r} out of range: the cache holds {tokens.shape[0]} sequences"
         )
     values: dict[str, Any] = {"n": int(tokens.shape[1])}
-    for layer, head in cache.model.cfg.heads():
+    cfg = cache.model.cfg
+    for layer, head in cfg.heads():
         values[symbol_name("A", head_name(layer, head))] = cache.pattern(layer, head)[batch]
+    if cfg.normalized:
+        for layer in range(cfg.n_layers + 1):
+            owner = FINAL if layer == cfg.n_layers else layer
+            values[symbol_name("S", owner)] = np.diag(1.0 / cache.scale(layer)[batch])
     return values

@@ -35,7 +35,7 @@ except ModuleNotFoundError as _missing:  # pragma: no cover - exercised in a sub
 
 from ._arrays import FloatArray, as_real_array, float_dtype
 from ._checks import checked_int, is_int, is_positive_finite, is_real
-from .config import POSITIONAL_EMBEDDING_TYPES, HeadRef, TransformerConfig
+from .config import NORMALIZATION_TYPES, POSITIONAL_EMBEDDING_TYPES, HeadRef, TransformerConfig
 from .errors import ConfigError, ShapeError, TokenError, WeightError
 from .factored import FactoredMatrix
 from .model import ActivationCache, AttnOnlyTransformer, IntArray, as_cache, token_ids
@@ -115,19 +115,20 @@ def configs(
     n_ctx: Size = (1, 8),
     positional_embedding_types: Sequence[str] = POSITIONAL_EMBEDDING_TYPES,
     attn_scale: float | st.SearchStrategy[float] | None = None,
+    normalization_types: Sequence[str | None] = (None,),
+    eps: float | st.SearchStrategy[float] = 1e-5,
 ) -> st.SearchStrategy[TransformerConfig]:
     """Configs with every size drawn from its range.
 
     ``attn_scale``: a number, a strategy of numbers, or ``None`` to draw either TransformerLens's
     default ``√d_head`` or another scale in ``[1/4, 8]`` (so a forward pass that ignores the
-    config's scale fails).
+    config's scale fails). ``normalization_types``: those to draw from (default: none);
+    ``eps``: the normalisation's ε, a number or a strategy.
     """
-    unknown = sorted(set(positional_embedding_types) - set(POSITIONAL_EMBEDDING_TYPES))
-    if unknown or not positional_embedding_types:
-        raise ConfigError(
-            f"positional_embedding_types: expected a non-empty subset of "
-            f"{POSITIONAL_EMBEDDING_TYPES}, got {list(positional_embedding_types)}"
-        )
+    _check_subset(
+        positional_embedding_types, POSITIONAL_EMBEDDING_TYPES, "positional_embedding_types"
+    )
+    _check_subset(normalization_types, NORMALIZATION_TYPES, "normalization_types")
     return st.builds(
         TransformerConfig,
         n_layers=_sizes(n_layers, "n_layers", 0),
@@ -138,7 +139,15 @@ def configs(
         n_ctx=_sizes(n_ctx, "n_ctx", 1),
         attn_scale=_ATTN_SCALES if attn_scale is None else _as_strategy(attn_scale),
         positional_embedding_type=st.sampled_from(list(positional_embedding_types)),
+        normalization_type=st.sampled_from(list(normalization_types)),
+        eps=_as_strategy(eps),
     )
+
+
+def _check_subset(values: Sequence[Any], allowed: Sequence[Any], name: str) -> None:
+    unknown = [value for value in values if value not in allowed]
+    if unknown or not values:
+        raise ConfigError(f"{name}: expected a non-empty subset of {allowed}, got {list(values)}")
 
 
 def models(

@@ -183,7 +183,9 @@ def test_torch_tensors_are_read() -> None:
 @pytest.mark.parametrize(
     ("edit", "error", "message"),
     [
-        (lambda sd: sd.update({"blocks.0.ln1.w": np.ones(8)}), ModelFileError, "unexpected keys"),
+        (lambda sd: sd.update({"blocks.0.ln2.w": np.ones(8)}), ModelFileError, "unexpected keys"),
+        (lambda sd: sd.update({"blocks.0.ln1.w": np.ones(8)}), ModelFileError, r"no \['blocks.1.ln1.w', 'ln_final.w'\]"),
+        (lambda sd: sd.update({"ln_final.b": np.ones(8)}), ModelFileError, "biases without weights"),
         (lambda sd: sd.pop("embed.W_E"), ModelFileError, "no 'embed.W_E'"),
         (lambda sd: sd.pop("blocks.1.attn.W_K"), ModelFileError, "no 'blocks.1.attn.W_K'"),
         (lambda sd: sd.pop("blocks.0.attn.b_V"), ModelFileError, "no 'blocks.0.attn.b_V'"),

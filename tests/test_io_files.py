@@ -21,7 +21,7 @@ from circuits.tl_format import to_transformer_lens_dict
 
 CFG = {"n_layers": 2, "n_heads": 3, "d_model": 8, "d_head": 4, "d_vocab": 11, "n_ctx": 6}
 SUFFIXES = [".npz", ".safetensors"]
-LN_MLP_HINT = "LayerNorm and MLP weights"
+LN_MLP_HINT = "MLP weights, and LayerNorms other than"
 
 
 def same_weights(a: AttnOnlyTransformer, b: AttnOnlyTransformer) -> bool:
@@ -162,12 +162,12 @@ def test_loading_a_folder_says_it_is_a_folder(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "extra",
     [
-        {"blocks.0.ln1.w": np.ones(8), "blocks.0.ln1.b": np.zeros(8)},
-        {"ln_final.w": np.ones(8)},
+        {"blocks.0.ln2.w": np.ones(8), "blocks.0.ln2.b": np.zeros(8)},
+        {"blocks.1.ln1_post.w": np.ones(8)},
         {"blocks.1.mlp.W_in": np.ones((8, 16)), "blocks.1.mlp.b_out": np.zeros(8)},
     ],
 )
-def test_layernorm_and_mlp_keys_get_the_hint(extra: dict[str, Any]) -> None:
+def test_mlp_and_unsupported_layernorm_keys_get_the_hint(extra: dict[str, Any]) -> None:
     sd = {**AttnOnlyTransformer.random(CFG).to_transformer_lens(), **extra}
     with pytest.raises(ModelFileError, match=LN_MLP_HINT) as info:
         AttnOnlyTransformer.from_transformer_lens(sd)

@@ -50,9 +50,36 @@ def model_and_tokens(draw: st.DrawFn, **kwargs: Any) -> tuple[AttnOnlyTransforme
     return model, tokens
 
 
+def _norm(
+    x: np.ndarray, w: np.ndarray | None, b: np.ndarray | None, kind: str, eps: float
+) -> np.ndarray:
+    """One vector through a normalisation, as its formula writes it."""
+    if kind.startswith("LN"):
+        y = (x - np.mean(x)) / np.sqrt(np.var(x) + eps)
+    else:
+        y = x / np.sqrt(np.mean(np.square(x)) + eps)
+    if w is not None:
+        y = y * w
+    if b is not None:
+        y = y + b
+    return y
+
+
+def _reader(model: AttnOnlyTransformer, layer: int) -> Any:
+    """What layer ``layer`` (``n_layers``: the unembedding) reads of one stream vector."""
+    cfg, final = model.cfg, layer == model.cfg.n_layers
+    if cfg.normalization_type is None:
+        return lambda x: x
+    w = model.w_LN_final if final else None if model.w_LN is None else model.w_LN[layer]
+    b = model.b_LN_final if final else None if model.b_LN is None else model.b_LN[layer]
+    return lambda x: _norm(x, w, b, str(cfg.normalization_type), cfg.eps)
+
+
 def loop_forward(model: AttnOnlyTransformer, tokens: np.ndarray) -> np.ndarray:
-    """The model written out one sequence, one position, one head at a time (the reference)."""
+    """The model written out one sequence, one position, one head at a time (the reference);
+    with a normalisation, heads and unembedding read it, shortformer positions added after."""
     cfg = model.cfg
+    shortformer = cfg.positional_embedding_type == "shortformer"
     out = []
     for seq in tokens:
         n = len(seq)
@@ -60,8 +87,8 @@ def loop_forward(model: AttnOnlyTransformer, tokens: np.ndarray) -> np.ndarray:
         stream = [model.W_E[:, t] + (pos[i] if cfg.positional_embedding_type == "standard" else 0)
                   for i, t in enumerate(seq)]  # fmt: skip
         for layer in range(cfg.n_layers):
-            qk_in = [x + pos[i] if cfg.positional_embedding_type == "shortformer" else x
-                     for i, x in enumerate(stream)]  # fmt: skip
+            read = [_reader(model, layer)(x) for x in stream]
+            qk_in = [r + pos[i] if shortformer else r for i, r in enumerate(read)]
             new = [x + model.b_O[layer] for x in stream]
             for head in range(cfg.n_heads):
                 W_Q, W_K, W_V, W_O = (
@@ -75,10 +102,11 @@ def loop_forward(model: AttnOnlyTransformer, tokens: np.ndarray) -> np.ndarray:
                     weights = np.exp(scores - scores.max())
                     weights /= weights.sum()
                     new[i] = new[i] + W_O @ sum(
-                        w * (W_V @ stream[j] + b_V) for j, w in enumerate(weights)
+                        w * (W_V @ read[j] + b_V) for j, w in enumerate(weights)
                     )
             stream = new
-        out.append([model.W_U @ x + model.b_U for x in stream])
+        final = _reader(model, cfg.n_layers)
+        out.append([model.W_U @ final(x) + model.b_U for x in stream])
     return np.array(out)
 
 

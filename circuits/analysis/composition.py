@@ -33,6 +33,10 @@ orientation, any singular values), :math:`E[C^2] = 1/d_\text{model}` exactly: fo
 :math:`Y = U Y_0 U'^T` with Haar :math:`U`, :math:`E\|XY\|^2 = \|X\|^2\|Y_0\|^2/d`. So
 :math:`1/\sqrt{d_\text{model}}` is the root-mean-square score of unrelated heads; a Monte Carlo
 estimate of the mean score of heads with Gaussian factors of the model's shapes is also offered.
+
+With a normalisation (``normalization_type``), the weights read are those of
+:func:`~circuits.layer_norm.fold_layer_norm`, computed once per model; the input-dependent scale
+:math:`1/\sigma` is left out (see :mod:`circuits.layer_norm` for what that approximates).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import numpy as np
 from .._arrays import FloatArray, unit_scaled
 from .._checks import is_int, random_generator
 from ..errors import AnalysisError
+from ..layer_norm import folded_weights
 from ..model import AttnOnlyTransformer
 from ._heads import writer_reader_tensor
 
@@ -80,6 +85,7 @@ def all_composition_scores(
 
     Returns a dict from kind (``"Q"``, ``"K"``, ``"V"``) to ``[n_layers, n_heads, n_layers, n_heads]``.
     """
+    model = folded_weights(model)
     kinds = _check_kinds(kinds)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     if L < 2:

@@ -20,6 +20,10 @@ to matching tokens), −1 when every one is negative. Applied to the OV circuit 
 Framework's copying score; to the K-composition term, the ICL paper's weight-based prefix
 matching score. A spectrum of zeros has no positivity (NaN). Scores are invariant under
 ``attn_scale``, which only rescales a QK circuit.
+
+With a normalisation (``normalization_type``), the weights read are those of
+:func:`~circuits.layer_norm.fold_layer_norm`, computed once per model; the input-dependent scale
+:math:`1/\sigma` is left out (see :mod:`circuits.layer_norm` for what that approximates).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from numpy.typing import NDArray
 from .._arrays import FloatArray, wide_product
 from .._checks import is_int
 from ..errors import AnalysisError, NumericalError
+from ..layer_norm import folded_weights
 from ..model import AttnOnlyTransformer
 from ._heads import positional_embedding, writer_reader_tensor
 
@@ -78,6 +83,7 @@ def ov_eigenvalues(model: AttnOnlyTransformer) -> ComplexArray:
     The ``d_head`` eigenvalues of the core :math:`W_V (W_E W_U) W_O`, sorted by decreasing modulus;
     the ``V − d_head`` further eigenvalues of the circuit are 0.
     """
+    model = folded_weights(model)
     gram = wide_product(model.W_E, model.W_U)  # d × d, the one product over the vocabulary
     return _sorted_eigenvalues(model.W_V @ gram @ model.W_O)
 
@@ -98,6 +104,7 @@ def qk_eigenvalues(model: AttnOnlyTransformer, *, positional: bool = False) -> C
     :math:`W_P^T W_{QK} W_P` (``n_ctx × n_ctx``), from the core :math:`W_K (W W^T) W_Q^T`. Scores
     are these circuits divided by ``attn_scale``.
     """
+    model = folded_weights(model)
     embedding = positional_embedding(model) if positional else model.W_E
     gram = wide_product(embedding, embedding.T)
     return _sorted_eigenvalues(model.W_K @ gram @ model.W_Q.swapaxes(-1, -2))

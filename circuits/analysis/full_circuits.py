@@ -14,6 +14,10 @@ Q-composition                :math:`W_E^T W_{OV}^{h_1\,T} W_{QK}^{h_2} W_E`     
 Each is kept factored with inner dimension ``d_head``; the readouts below stream over blocks of
 rows and never hold more than a bounded block of a ``V × V`` product. QK circuits are the scores
 before division by ``attn_scale``; biases are not part of any circuit.
+
+With a normalisation (``normalization_type``), the weights read are those of
+:func:`~circuits.layer_norm.fold_layer_norm`, computed once per model; the input-dependent scale
+:math:`1/\sigma` is left out (see :mod:`circuits.layer_norm` for what that approximates).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from .._checks import is_int
 from ..config import HeadRef
 from ..errors import AnalysisError
 from ..factored import FactoredMatrix
+from ..layer_norm import folded_weights
 from ..model import AttnOnlyTransformer, causal_softmax
 from ._heads import check_order, positional_embedding
 
@@ -64,17 +69,20 @@ class Entry(NamedTuple):
 # ---------------------------------------------------------------------- circuits
 def token_qk_circuit(model: AttnOnlyTransformer, head: HeadRef) -> FactoredMatrix:
     r""":math:`W_E^T W_{QK}^h W_E` (``V × V``): entry ``[q, k]`` is the score of query token q on key token k."""
+    model = folded_weights(model)
     return _sandwich(model.W_E.T, _qk(model, head), model.W_E)
 
 
 def positional_qk_circuit(model: AttnOnlyTransformer, head: HeadRef) -> FactoredMatrix:
     r""":math:`W_P^T W_{QK}^h W_P` (``n_ctx × n_ctx``): the score of query position i on key position j."""
+    model = folded_weights(model)
     positions = positional_embedding(model)
     return _sandwich(positions.T, _qk(model, head), positions)
 
 
 def ov_circuit(model: AttnOnlyTransformer, head: HeadRef) -> FactoredMatrix:
     r""":math:`W_U W_{OV}^h W_E` (``V × V``): entry ``[o, s]`` is what attending to source token s adds to logit o."""
+    model = folded_weights(model)
     return _sandwich(model.W_U, _ov(model, head), model.W_E)
 
 
@@ -82,6 +90,7 @@ def virtual_ov_circuit(
     model: AttnOnlyTransformer, writer: HeadRef, reader: HeadRef
 ) -> FactoredMatrix:
     r""":math:`W_U W_{OV}^{h_2} W_{OV}^{h_1} W_E` of the virtual head made of ``writer`` h₁ then ``reader`` h₂."""
+    model = folded_weights(model)
     check_order(model, writer, reader)
     return _sandwich(model.W_U, _ov(model, reader) @ _ov(model, writer), model.W_E)
 
@@ -90,6 +99,7 @@ def k_composition_circuit(
     model: AttnOnlyTransformer, writer: HeadRef, reader: HeadRef
 ) -> FactoredMatrix:
     r""":math:`W_E^T W_{QK}^{h_2} W_{OV}^{h_1} W_E`: query token against the key token moved by ``writer`` h₁."""
+    model = folded_weights(model)
     check_order(model, writer, reader)
     return _sandwich(model.W_E.T, _qk(model, reader) @ _ov(model, writer), model.W_E)
 
@@ -98,6 +108,7 @@ def q_composition_circuit(
     model: AttnOnlyTransformer, writer: HeadRef, reader: HeadRef
 ) -> FactoredMatrix:
     r""":math:`W_E^T W_{OV}^{h_1\,T} W_{QK}^{h_2} W_E`: the query token moved by ``writer`` h₁ against the key token."""
+    model = folded_weights(model)
     check_order(model, writer, reader)
     return _sandwich(model.W_E.T, _ov(model, writer).T @ _qk(model, reader), model.W_E)
 

@@ -112,9 +112,10 @@ def _checked(model: object, n_ctx: int | None) -> tuple[AttnOnlyTransformer, int
     cfg = model.cfg
     if cfg.n_layers != 2:
         raise VerificationError(f"certify needs a model with 2 layers, got {cfg.n_layers}")
-    if getattr(cfg, "normalization_type", None) is not None:
+    if cfg.normalized:
         raise VerificationError(
-            f"certify does not bound LayerNorm yet (normalization_type={cfg.normalization_type!r})"  # type: ignore[attr-defined]
+            f"certify does not bound a normalisation yet (normalization_type="
+            f"{cfg.normalization_type!r}); fold_layer_norm does not remove its scale either"
         )
     bos = model.bos_token
     if bos is None:
