@@ -30,7 +30,7 @@ from circuits import (
 )
 from circuits.analysis import composition_scores, ov_circuit, token_qk_circuit
 from circuits.testing import configs
-from circuits.testing import models as testing_models
+from circuits.testing import models as drawn_models
 
 NORMS = ("LN", "LNPre", "RMS", "RMSPre")
 POSITIONS = ("standard", "shortformer", "none")
@@ -48,7 +48,7 @@ def normalised_models(
         normalization_types=norms,
         eps=st.sampled_from([1e-5, 1e-2, 0.5]),
     )
-    return testing_models(cfg)
+    return drawn_models(cfg)
 
 
 @st.composite
