@@ -16,7 +16,9 @@ PEER_VENV=${PEER_VENV:-.venv-peer}
 # The peer leg's pins. torch first and on its own, at this exact CPU build: any other spec, or
 # letting transformer-lens choose, downloads a CUDA build of several gigabytes.
 PEER_TORCH=torch==2.13.0
-PEER_PACKAGES=(transformer-lens==2.18.0)
+# transformer-lens 2.18 keeps numpy below 2, and the newest pyarrow (which its datasets dependency
+# pulls) needs numpy 2: pyarrow 21 is the newest that datasets accepts and numpy 1.26 imports.
+PEER_PACKAGES=(transformer-lens==2.18.0 'pyarrow==21.*')
 
 say() { printf '\033[1m[dev.sh]\033[0m %s\n' "$*" >&2; }
 
