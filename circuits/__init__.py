@@ -75,6 +75,7 @@ if TYPE_CHECKING:
     from .model import ActivationCache, AttnOnlyTransformer, causal_softmax
     from .paths import PathContributions, PathExpansion, PathTerm, path_expansion
     from .qk_paths import QKContributions, QKExpansion, QKTerm, qk_expansion
+    from .reporting import report
     from .symbolic import Kron
 
 __version__ = "0.1.0"
@@ -145,6 +146,7 @@ __all__ = [
     "prefix_matching_scores",
     "qk_expansion",
     "relative_composition_scores",
+    "report",
     "save",
     "token_qk_circuit",
     "virtual_ov_circuit",
@@ -211,6 +213,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "model": ("ActivationCache", "AttnOnlyTransformer", "causal_softmax"),
     "paths": ("PathContributions", "PathExpansion", "PathTerm", "path_expansion"),
     "qk_paths": ("QKContributions", "QKExpansion", "QKTerm", "qk_expansion"),
+    "reporting": ("report",),
     "symbolic": ("Kron",),
 }
 _SUBMODULES = ("cli", "demo", "plots", "render", "testing", "tl_format", "verify", "zoo")
