@@ -171,8 +171,7 @@ def test_absent_biases_are_zero_and_array_likes_are_read() -> None:
     np.testing.assert_array_equal(loaded.W_Q, model.W_Q)
 
 
-def test_torch_tensors_are_read() -> None:
-    torch = pytest.importorskip("torch")
+def test_torch_tensors_are_read(torch: Any) -> None:
     model = AttnOnlyTransformer.random(CFG, dtype=np.float32)
     sd = {key: torch.from_numpy(value) for key, value in model.to_transformer_lens().items()}
     sd["unembed.W_U"] = sd["unembed.W_U"].to(torch.bfloat16)
