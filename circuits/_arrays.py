@@ -20,6 +20,18 @@ FloatArray = NDArray[np.floating[Any]]
 KEPT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def all_finite(values: np.ndarray[Any, Any]) -> bool:
+    """Whether every entry of ``values`` is finite, in one read of the array when it is.
+
+    A NaN or an infinity makes the sum non-finite, so a finite sum settles it; a non-finite sum
+    (which finite entries can also give, by overflow) is settled entry by entry.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(values.sum()):
+            return True
+    return bool(np.all(np.isfinite(values)))
+
+
 def to_numpy(value: Any, name: str) -> NDArray[Any]:
     """``np.asarray`` that also accepts framework tensors (``torch`` included) and never pickles."""
     if hasattr(value, "detach") and hasattr(

@@ -27,7 +27,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ._arrays import FloatArray, as_real_array, common_dtype, float_dtype, frozen, to_numpy
+from ._arrays import (
+    FloatArray,
+    all_finite,
+    as_real_array,
+    common_dtype,
+    float_dtype,
+    frozen,
+    to_numpy,
+)
 from ._checks import is_int, random_generator
 from .config import TransformerConfig
 from .errors import ConfigError, NumericalError, ShapeError, TokenError, WeightError
@@ -456,7 +464,7 @@ class AttnOnlyTransformer:
         # overflow is detected (causal_softmax, final check) and reported as NumericalError
         with np.errstate(over="ignore", invalid="ignore"):
             logits, cache = self._run_unchecked(tokens, keep=keep)
-        if not np.all(np.isfinite(logits)):
+        if not all_finite(logits):
             raise NumericalError("logits are not finite (the weights overflow this dtype)")
         return logits, cache
 
@@ -633,7 +641,9 @@ def _validate_weights(cfg: TransformerConfig, given: Mapping[str, Any]) -> dict[
     """Check every weight's shape, dtype and finiteness; fill absent biases with zeros and absent
     normalisation weights with ones."""
     shapes = weight_shapes(cfg)
-    extra = sorted(name for name, value in given.items() if value is not None and name not in shapes)
+    extra = sorted(
+        name for name, value in given.items() if value is not None and name not in shapes
+    )
     if extra:
         raise ConfigError(f"{_unused_weights_reason(cfg, extra)}: {extra} given")
     arrays = {}

@@ -411,3 +411,19 @@ def test_other_bad_arguments() -> None:
 def test_default_attn_scale_is_sqrt_d_head() -> None:
     assert TransformerConfig.from_dict({**CFG, "d_head": 16}).attn_scale == 4.0
     assert TransformerConfig.from_dict({**CFG, "attn_scale": 3}).attn_scale == 3.0
+
+
+@given(
+    st.lists(
+        st.floats(allow_nan=True, allow_infinity=True, width=32)
+        | st.sampled_from([3e38, -3e38, float("nan"), float("inf")]),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_the_finiteness_check_agrees_with_numpy(values: list[float]) -> None:
+    """The one-pass check of the logits: right also when finite entries overflow their sum."""
+    from circuits._arrays import all_finite
+
+    array = np.array(values, dtype=np.float32)
+    assert all_finite(array) == bool(np.all(np.isfinite(array)))
