@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import graphviz
 import numpy as np
 import pytest
 import sympy as sp
@@ -187,13 +190,36 @@ def test_composition_edges_are_exactly_the_scores_above_threshold(data: st.DataO
     assert source.count("-composition ") == expected
 
 
+EDGE_LINE = re.compile(r'^\s*("[^"]*"|\S+) -> ("[^"]*"|\S+) \[(.*)\]$')
+
+
+def edges_along(graph: graphviz.Digraph, path: str) -> set[tuple[str, str]]:
+    """The edges of a diagram whose tooltip names ``path`` (a highlighted path runs along them)."""
+    found = set()
+    for line in graph.source.splitlines():
+        match = EDGE_LINE.match(line)
+        if match and (f'tooltip="{path}' in match.group(3) or f"; {path}" in match.group(3)):
+            found.add((match.group(1).strip('"'), match.group(2).strip('"')))
+    return found
+
+
+def chain(*nodes: str) -> set[tuple[str, str]]:
+    return set(itertools.pairwise(nodes))
+
+
 @needs_dot
-def test_highlighted_paths_are_drawn_from_source_to_sink() -> None:
+def test_highlighted_paths_run_along_the_residual_stream() -> None:
+    """From the source into the stream, up the spine to each head, out of it, on to unembed."""
     graph = render.circuit_diagram(random_model(), highlight=[["0.1", "1.2"], ["pos_embed", "1.0"]])
+    first = chain("embed", "resid 0", "0.1", "resid 1", "1.2", "resid 2", "unembed")
+    second = chain("pos_embed", "resid 0", "resid 1", "1.0", "resid 2", "unembed")
+    assert edges_along(graph, "embed → 0.1 → 1.2 → unembed") == first
+    assert edges_along(graph, "pos_embed → 1.0 → unembed") == second
     edges = svg_titles(render.to_svg(graph) or "", "edge")
-    for edge in ("embed->0.1", "0.1->1.2", "1.2->unembed", "pos_embed->1.0", "1.0->unembed"):
-        assert edge in edges
-    assert graph.source.count("embed → 0.1 → 1.2 → unembed") == 3
+    assert all(edges.count(f"{a}->{b}") == 1 for a, b in first | second)  # coloured, not doubled
+    assert "#ff7f0e:#9467bd" in graph.source  # resid 2 → unembed carries both paths' colours
+    text = svg_text(render.to_svg(graph) or "")
+    assert "path embed → 0.1 → 1.2 → unembed" in text  # named in the legend
 
 
 @needs_dot
@@ -201,10 +227,14 @@ def test_terms_and_bias_paths_can_be_highlighted() -> None:
     model = random_model()
     term = path_expansion(model).term("pos_embed", "0.2", "1.1")
     graph = render.circuit_diagram(model, highlight=[term, ["b_V[0.1]", "1.0"], ["b_U"]])
+    assert edges_along(graph, "pos_embed → 0.2 → 1.1 → unembed") == chain(
+        "pos_embed", "resid 0", "0.2", "resid 1", "1.1", "resid 2", "unembed"
+    )
+    assert edges_along(graph, "b_V[0.1] → 1.0 → unembed") == chain(
+        "b_V[0.1]", "resid 1", "1.0", "resid 2", "unembed"
+    )
+    assert edges_along(graph, "b_U → unembed") == {("b_U", "unembed")}
     svg = render.to_svg(graph) or ""
-    edges = svg_titles(svg, "edge")
-    for edge in ("pos_embed->0.2", "0.2->1.1", "1.1->unembed", "b_V[0.1]->1.0", "b_U->unembed"):
-        assert edge in edges
     assert {"b_V[0.1]", "b_U"} <= set(svg_titles(svg, "node"))
     assert "bias b_V[0.1]" in svg_text(svg)
     assert "b_O[0]" not in svg_titles(render.to_svg(render.circuit_diagram(model)) or "", "node")
@@ -319,3 +349,38 @@ def test_models_certificates_and_terms_show_themselves_in_notebooks() -> None:
 def test_notebook_svg_is_none_without_dot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     assert random_model()._repr_svg_() is None
+
+
+@needs_dot
+def test_a_large_model_has_a_straight_spine_a_legend_and_no_edge_labels(tmp_path: Path) -> None:
+    model = AttnOnlyTransformer.random(
+        {"n_layers": 4, "n_heads": 8, "d_model": 24, "d_head": 3, "d_vocab": 9, "n_ctx": 6}, seed=0
+    )
+    graph = render.circuit_diagram(model, composition=True, highlight=[["0.3", "2.5"]])
+    svg = render.to_svg(graph) or ""
+    root = ET.fromstring(svg)
+    spine_x, names = set(), set()
+    for group in root.iter(f"{SVG}g"):
+        if group.get("class") not in ("node", "edge"):
+            continue
+        title = "".join(group.find(f"{SVG}title").itertext())  # type: ignore[union-attr]
+        if group.get("class") == "node":
+            names.add(title)
+            if title.startswith("resid"):
+                spine_x.add(round(float(group.find(f"{SVG}ellipse").get("cx")), 1))  # type: ignore[union-attr, arg-type]
+        if group.get("class") == "edge":
+            assert next(group.iter(f"{SVG}text"), None) is None, f"edge {title} has a label"
+    assert len(spine_x) == 1  # x0 … x4 on one vertical line
+    assert {"embed", "pos_embed", "unembed"} <= names
+    text = svg_text(svg)
+    kinds = {edge[0] for edge in render.composition_edges(model, True)}
+    assert kinds  # this model composes at the default threshold
+    for kind in render.COMPOSITION_STYLES:
+        assert (f"{kind}-composition, writer to reader" in text) == (kind in kinds)
+    assert "residual stream x0 … x4" in text and "a head reads the stream" in text
+    assert "path embed → 0.3 → 2.5 → unembed" in text and "composition scores:" in text
+    # the PNG is drawn at print resolution: PNG_DPI pixels for each inch (72 points) of the SVG
+    png = render.save_diagram(graph, tmp_path / "m.png").path.read_bytes()
+    width = int.from_bytes(png[16:20], "big")
+    points = float(root.get("width", "0").removesuffix("pt"))
+    assert render.PNG_DPI == 300 and width == pytest.approx(points * 300 / 72, rel=0.02)
