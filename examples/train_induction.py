@@ -130,7 +130,10 @@ class TorchAttnOnly(torch.nn.Module):
             }
         )
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, noise: float = 0.0, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Logits ``[B, n, V]``; ``noise > 0`` adds N(0, noise²) to every attention score (training)."""
         w, cfg = self.weights, self.cfg
         n = tokens.shape[1]
         x = w["W_E"].T[tokens] + w["W_P"][:, :n].T  # [B, n, d]
@@ -140,6 +143,8 @@ class TorchAttnOnly(torch.nn.Module):
             k = torch.einsum("bnd,hkd->bhnk", x, w["W_K"][layer])
             v = torch.einsum("bnd,hkd->bhnk", x, w["W_V"][layer])
             scores = (q @ k.transpose(-1, -2)) / cfg.attn_scale
+            if noise:
+                scores = scores + noise * torch.randn(scores.shape, generator=generator)
             pattern = scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
             x = x + torch.einsum("bhnk,hdk->bnd", pattern @ v, w["W_O"][layer])
         logits: torch.Tensor = x @ w["W_U"].T
