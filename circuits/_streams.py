@@ -36,6 +36,7 @@ from ._arrays import FloatArray
 from .config import parse_head
 from .errors import ConfigError, PathError, ShapeError
 from .graph import parse_node
+from .layer_norm import read_through_norm
 from .model import ActivationCache, AttnOnlyTransformer, as_cache, token_ids
 
 IntArray = NDArray[np.intp]
@@ -121,23 +122,15 @@ class PathAlgebra:
         ``"Q"``, ``"K"`` or ``"V"``), normalisation included."""
         W = {"Q": self.model.W_Q, "K": self.model.W_K, "V": self.model.W_V}[which][layer, head]
         if self._normalizes(stream):
-            W = self._cached(("N", which, layer, head), lambda: self._through_norm(W, layer))
+            W = self._cached(
+                ("N", which, layer, head), lambda: read_through_norm(self.model, W, layer)
+            )
         key = (which, layer, head, self._normalizes(stream))
         result: FloatArray = stream.z @ self._through(key, W, stream.owner).T
         return self._scaled(result, layer, stream)
 
     def _normalizes(self, stream: Stream) -> bool:
         return self.model.cfg.normalized and not stream.normalized
-
-    def _through_norm(self, W: FloatArray, layer: int) -> FloatArray:
-        r""":math:`W \mathrm{diag}(w) C`: ``W`` reading the normalisation of ``layer``'s input."""
-        model = self.model
-        final = layer == model.cfg.n_layers
-        w = model.w_LN_final if final else None if model.w_LN is None else model.w_LN[layer]
-        read = W if w is None else W * w
-        if model.cfg.centred:
-            read = read - read.mean(axis=-1, keepdims=True)
-        return read
 
     def _scaled(self, values: FloatArray, layer: int, stream: Stream) -> FloatArray:
         r"""``values`` divided by the frozen scale :math:`\sigma^l_{b,i}` if the stream is normalised."""
@@ -178,7 +171,9 @@ class PathAlgebra:
         final normalisation (whose scale :meth:`logits` and :meth:`readout` divide by)."""
         if not self.model.cfg.normalized:
             return self.model.W_U
-        return self._cached(("N", "U"), lambda: self._through_norm(self.model.W_U, self.n_layers))
+        return self._cached(
+            ("N", "U"), lambda: read_through_norm(self.model, self.model.W_U, self.n_layers)
+        )
 
     @property
     def n_layers(self) -> int:

@@ -43,7 +43,13 @@ from .config import NormalizationType
 from .errors import ConfigError
 from .model import AttnOnlyTransformer
 
-__all__ = ["center_unembed", "center_writing_weights", "fold_layer_norm", "folded_weights"]
+__all__ = [
+    "center_unembed",
+    "center_writing_weights",
+    "fold_layer_norm",
+    "folded_weights",
+    "read_through_norm",
+]
 
 _FOLDED: weakref.WeakKeyDictionary[AttnOnlyTransformer, AttnOnlyTransformer] = (
     weakref.WeakKeyDictionary()
@@ -74,17 +80,18 @@ def fold_layer_norm(
             "fold_layer_norm is not exact with shortformer positions: they are added after the "
             "normalisation, so folding its weight would scale them too"
         )
-    w_LN, w_final = _given(model.w_LN), _given(model.w_LN_final)
-    b_LN = np.zeros_like(w_LN) if model.b_LN is None else model.b_LN
-    b_final = np.zeros_like(w_final) if model.b_LN_final is None else model.b_LN_final
-    centre = center_weights and cfg.centred
+    b_LN = np.zeros((cfg.n_layers, cfg.d_model)) if model.b_LN is None else model.b_LN
+    b_final = np.zeros(cfg.d_model) if model.b_LN_final is None else model.b_LN_final
     changes: dict[str, Any] = {}
     for name in ("Q", "K", "V"):
         W = getattr(model, f"W_{name}")  # [L, H, k, d]
         changes[f"b_{name}"] = getattr(model, f"b_{name}") + np.einsum("lhkd,ld->lhk", W, b_LN)
-        changes[f"W_{name}"] = _centred_rows(W * w_LN[:, None, None, :], centre)
+        read = [
+            read_through_norm(model, W[i], i, centre=center_weights) for i in range(cfg.n_layers)
+        ]
+        changes[f"W_{name}"] = np.stack(read) if read else W
     changes["b_U"] = model.b_U + model.W_U @ b_final
-    changes["W_U"] = _centred_rows(model.W_U * w_final, centre)
+    changes["W_U"] = read_through_norm(model, model.W_U, cfg.n_layers, centre=center_weights)
     folded_type: NormalizationType = "LNPre" if cfg.centred else "RMSPre"
     return AttnOnlyTransformer(
         replace(cfg, normalization_type=folded_type),
@@ -128,6 +135,23 @@ def center_unembed(model: AttnOnlyTransformer) -> AttnOnlyTransformer:
     )
 
 
+def read_through_norm(
+    model: AttnOnlyTransformer, W: FloatArray, layer: int, *, centre: bool | None = None
+) -> FloatArray:
+    r""":math:`W \mathrm{diag}(w) C`: a weight ``W`` ``[..., d_model]`` that reads the stream through
+    the normalisation of ``layer``'s input (``layer = n_layers``: the unembedding's), its scale
+    aside. ``w = 1`` without normalisation weights; :math:`C = I` without centring (or with
+    ``centre=False``); ``W`` itself for a model without normalisation."""
+    cfg = model.cfg
+    if not cfg.normalized:
+        return W
+    weights = model.w_LN_final if layer == cfg.n_layers else model.w_LN
+    if weights is not None and layer < cfg.n_layers:
+        weights = weights[layer]
+    read = W if weights is None else W * weights
+    return _centred_rows(read, cfg.centred if centre is None else centre and cfg.centred)
+
+
 def folded_weights(model: AttnOnlyTransformer) -> AttnOnlyTransformer:
     """:func:`fold_layer_norm` of ``model``, computed once per model: the weights that the
     weight-based analyses read (the model itself when it has no normalisation weights; refused,
@@ -143,11 +167,6 @@ def _checked(model: object) -> AttnOnlyTransformer:
     if not isinstance(model, AttnOnlyTransformer):
         raise ConfigError(f"expected an AttnOnlyTransformer, got {type(model).__name__}")
     return model
-
-
-def _given(value: FloatArray | None) -> FloatArray:
-    assert value is not None  # present whenever the normalisation has weights
-    return value
 
 
 def _kept(model: AttnOnlyTransformer) -> dict[str, FloatArray]:

@@ -15,8 +15,11 @@ from circuits.analysis import (
     behaviour_scores,
     copying_evaluator,
     detect_heads,
+    detection_pattern,
+    detection_scores,
     repeated_random_tokens,
 )
+from circuits.analysis.detection import DETECTORS
 
 MODELS = ct.configs(
     n_layers=(1, 2), n_heads=(1, 2), d_model=(2, 6), d_head=(1, 3), d_vocab=(3, 12), n_ctx=(5, 10)
@@ -62,7 +65,8 @@ def reference_scores(model: AttnOnlyTransformer, tokens: np.ndarray) -> dict[str
     induction = ct.induction_positions(tokens)
     u = model.W_U - model.W_U.mean(axis=0)
     out = {name: np.zeros((model.cfg.n_layers, model.cfg.n_heads)) for name in
-           ("previous_token", "duplicate_token", "induction", "copying")}  # fmt: skip
+           ("previous_token", "duplicate_token", "induction", "current_token", "first_token",
+            "copying")}  # fmt: skip
     for layer, head in model.cfg.heads():
         A = cache.pattern(layer, head)
         output = cache.head_output(layer, head)
@@ -84,6 +88,13 @@ def reference_scores(model: AttnOnlyTransformer, tokens: np.ndarray) -> dict[str
         out["duplicate_token"][layer, head] = np.mean(dup)
         out["induction"][layer, head] = np.mean(ind)
         out["copying"][layer, head] = num / den if den > 0 else np.nan
+        n = tokens.shape[1]
+        out["current_token"][layer, head] = np.mean(
+            [A[s, i, i] for s in range(len(A)) for i in range(n)]
+        )
+        out["first_token"][layer, head] = np.mean(
+            [A[s, i, 0] for s in range(len(A)) for i in range(n)]
+        )
     return out
 
 
@@ -172,3 +183,128 @@ def test_detect_heads_recovers_the_roles_of_the_library_induction_models(
     for head, role in roles.items():
         best, score = found[BEHAVIOUR_OF_ROLE[role]][0]
         assert best == head and score > 0.99, (role, found[BEHAVIOUR_OF_ROLE[role]])
+
+
+# ---------------------------------------------------------------------- on the caller's sequences
+def loop_detection_pattern(tokens: np.ndarray, behaviour: str) -> np.ndarray:
+    """Each behaviour's pattern entry by entry, from its definition."""
+    n = len(tokens)
+    rule = {
+        "previous_token": lambda i, j: j == i - 1,
+        "duplicate_token": lambda i, j: j < i and tokens[j] == tokens[i],
+        "induction": lambda i, j: 1 <= j <= i and j - 1 < i and tokens[j - 1] == tokens[i],
+        "current_token": lambda i, j: j == i,
+        "first_token": lambda i, j: j == 0,
+    }[behaviour]
+    return np.array([[float(j <= i and rule(i, j)) for j in range(n)] for i in range(n)])
+
+
+@given(st.lists(st.integers(0, 3), min_size=1, max_size=9), st.sampled_from(DETECTORS))
+def test_detection_patterns_follow_their_definitions(tokens: list[int], behaviour: str) -> None:
+    ids = np.array(tokens)
+    np.testing.assert_array_equal(
+        detection_pattern(ids, behaviour), loop_detection_pattern(ids, behaviour)
+    )
+    batched = detection_pattern(np.stack([ids, ids[::-1]]), behaviour)
+    np.testing.assert_array_equal(batched[1], loop_detection_pattern(ids[::-1], behaviour))
+
+
+def loop_score(A: np.ndarray, D: np.ndarray, measure: str, no_bos: bool, no_current: bool) -> float:
+    """One sequence's score, entry by entry: the share of kept attention on D, or one minus the
+    mean L1 distance of a row over the kept entries."""
+    n = len(A)
+    kept = [
+        (i, j)
+        for i in range(n)
+        for j in range(n)
+        if not (no_bos and j == 0) and not (no_current and i == j)
+    ]
+    if measure == "mul":
+        return sum(A[i, j] * D[i, j] for i, j in kept) / sum(A[i, j] for i, j in kept)
+    return 1 - sum(abs(A[i, j] - D[i, j]) for i, j in kept) / n
+
+
+@given(ct.models(MODELS), ct.seeds(), st.sampled_from(DETECTORS), st.sampled_from(["mul", "abs"]),
+       st.booleans(), st.booleans())  # fmt: skip
+def test_detection_scores_match_the_loop_reference(
+    model: AttnOnlyTransformer,
+    seed: int,
+    behaviour: str,
+    measure: str,
+    no_bos: bool,
+    no_current: bool,
+) -> None:
+    tokens = np.random.default_rng(seed).integers(0, model.cfg.d_vocab, (2, model.cfg.n_ctx))
+    _, cache = model.run_with_cache(tokens)
+    scores = detection_scores(
+        model, behaviour, tokens=tokens, error_measure=measure, exclude_bos=no_bos,
+        exclude_current_token=no_current,
+    )  # fmt: skip
+    for layer, head in model.cfg.heads():
+        A = cache.pattern(layer, head)
+        expected = np.mean([
+            loop_score(A[s], loop_detection_pattern(tokens[s], behaviour), measure, no_bos, no_current)
+            for s in range(2)
+        ])  # fmt: skip
+        np.testing.assert_allclose(scores[layer, head], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_detection_on_the_callers_sequences_finds_the_hand_built_heads() -> None:
+    model = induction_model()
+    rng = np.random.default_rng(0)
+    run = rng.permutation(np.arange(1, model.cfg.d_vocab))[:6]
+    tokens = np.concatenate([[model.bos_token], run, run])
+    found = detect_heads(model, tokens=tokens, exclude_bos=True)
+    assert set(found) == set(DETECTORS)
+    assert found["previous_token"][0][0] == "0.0" and found["previous_token"][0][1] > 0.99
+    # "mul" is the share of all kept attention on the pattern: first-copy queries have no
+    # target, so even a perfect induction head scores well below 1 here
+    (top, score), (_, runner_up) = found["induction"][:2]
+    assert top == "1.0" and score > 0.5 > 2 * runner_up, found["induction"]
+    _, cache = model.run_with_cache(tokens)
+    own = np.tril(np.ones((len(tokens), len(tokens)))) / np.arange(1, len(tokens) + 1)[:, None]
+    uniform = detection_scores(cache, own, error_measure="abs", heads=["1.0"])
+    assert np.isnan(uniform[0, 0]) and 0 < uniform[1, 0] < 1  # only the head asked is scored
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "options", "message"),
+    [
+        ("induction_head", {}, "behaviour: expected one of"),
+        (np.ones((3, 3)), {}, "lower-triangular"),
+        (np.ones((2, 2)), {}, r"expected shape \[3, 3\]"),
+        (2 * np.eye(3), {}, r"entries must lie in \[0, 1\]"),
+        ("induction", {"error_measure": "l2"}, "error_measure: expected one of"),
+        ("induction", {"heads": ["2.0"]}, "layer 2 out of range"),
+    ],
+)
+def test_bad_detection_requests_are_named(
+    behaviour: object, options: dict[str, object], message: str
+) -> None:
+    model = induction_model()
+    with pytest.raises(circuits.CircuitsError, match=message):
+        detection_scores(model, behaviour, tokens=np.array([0, 1, 2]), **options)
+
+
+def test_detection_needs_tokens_with_a_model_and_none_with_a_cache() -> None:
+    model = induction_model()
+    _, cache = model.run_with_cache(np.array([0, 1, 2]))
+    with pytest.raises(circuits.AnalysisError, match="needs tokens"):
+        detection_scores(model, "induction")
+    with pytest.raises(circuits.AnalysisError, match="not with a cache"):
+        detection_scores(cache, "induction", tokens=np.array([0, 1, 2]))
+    with pytest.raises(circuits.AnalysisError, match="expected an AttnOnlyTransformer"):
+        detection_scores(None, "induction", tokens=np.array([0, 1, 2]))  # type: ignore[arg-type]
+
+
+def test_copying_reads_the_unembedding_through_the_normalisation() -> None:
+    cfg = circuits.TransformerConfig(2, 2, 8, 3, 9, 8, normalization_type="LN")
+    model = AttnOnlyTransformer.random(cfg, seed=2, biases=True).replace(bos_token=0)
+    folded = circuits.fold_layer_norm(model)
+    np.testing.assert_allclose(
+        copying_evaluator(model, n_samples=2), copying_evaluator(folded, n_samples=2), rtol=1e-9
+    )
+    ignored = model.replace(w_LN_final=np.ones(8))  # a copying score blind to the final weight
+    assert not np.allclose(
+        copying_evaluator(ignored, n_samples=2), copying_evaluator(model, n_samples=2)
+    )

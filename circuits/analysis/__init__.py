@@ -4,7 +4,8 @@
 * :mod:`.eigen` — eigenvalue spectra from small cores: copying, QK positivity, prefix matching;
 * :mod:`.full_circuits` — token/positional QK, OV, virtual and composition circuits, factored,
   with labelled top-k readouts;
-* :mod:`.detection` — behavioural scores on repeated random tokens and head detection;
+* :mod:`.detection` — behavioural scores on repeated random tokens, head detection on any
+  sequences against detection patterns;
 * :mod:`.attribution` — direct logit attribution by component, circuit recovery over path terms;
 * :mod:`.ablation` — head and path ablation with patterns frozen or recomputed, loss analyses;
 * :mod:`.training` — a training run through its checkpoints: losses, ICL score, head scores.
@@ -33,7 +34,14 @@ if TYPE_CHECKING:
         composition_scores,
         relative_composition_scores,
     )
-    from .detection import behaviour_scores, copying_evaluator, detect_heads, repeated_random_tokens
+    from .detection import (
+        behaviour_scores,
+        copying_evaluator,
+        detect_heads,
+        detection_pattern,
+        detection_scores,
+        repeated_random_tokens,
+    )
     from .eigen import (
         copying_scores,
         eigenvalue_positivity,
@@ -76,6 +84,8 @@ __all__ = [
     "copying_evaluator",
     "copying_scores",
     "detect_heads",
+    "detection_pattern",
+    "detection_scores",
     "eigenvalue_positivity",
     "frozen_forward",
     "head_ablation_effects",
@@ -125,6 +135,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "behaviour_scores",
         "copying_evaluator",
         "detect_heads",
+        "detection_pattern",
+        "detection_scores",
         "repeated_random_tokens",
     ),
     "eigen": (
