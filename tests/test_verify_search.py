@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 from functools import cache
 
 import numpy as np
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from circuits import AttnOnlyTransformer, VerificationError, induction_model
 from circuits import testing as ct
 from circuits.verify import (
+    adversarial_search,
     brute_force,
     family_targets,
     find_counterexample,
@@ -58,7 +60,33 @@ def test_brute_force_visits_every_member_once(vocab: int, n_ctx: int) -> None:
     assert result.n_sequences == expected == result.probabilities.size
     assert result.n_failures == 0 and result.counterexample is None and result.accuracy == 1.0
     candidates = sum(ordinary ** (L - 1) for L in range(3, n_ctx + 1))  # BOS, then anything
-    assert stream.getvalue().endswith(f"100% {candidates}/{candidates}\n")
+    last = stream.getvalue().split("\r")[-1]
+    assert last.startswith("brute force: 100%") and f"| {candidates}/{candidates} [" in last
+    assert last.endswith("\n")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_drawn_on_a_terminal_and_quiet_elsewhere(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    brute_force(model("K", 3, 5))  # progress=True by default; stderr is captured, not a terminal
+    adversarial_search(model("K", 3, 5), restarts=1, steps=2)
+    assert capsys.readouterr().err == ""
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    brute_force(model("K", 3, 5))
+    assert "brute force: 100%" in terminal.getvalue()
+
+
+def test_adversarial_search_counts_its_rounds() -> None:
+    stream = io.StringIO()
+    adversarial_search(model("K", 4, 6), restarts=3, steps=4, population=2, progress=stream)
+    last = stream.getvalue().split("\r")[-1]
+    assert last.startswith("adversarial search: 100%") and "| 15/15 [" in last  # 3 × (1 + 4)
 
 
 def test_the_bosless_counterexample_is_found_automatically() -> None:

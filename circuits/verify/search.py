@@ -110,30 +110,29 @@ def _family_chunks(
 
 # ---------------------------------------------------------------------- progress
 class _Progress:
-    """A one-line text progress bar (``[#####     ] 50% 512/1024``) on a stream, or nothing."""
+    """A tqdm progress bar on ``stream``, or nothing when ``stream`` is ``None``."""
 
-    def __init__(self, total: int, stream: IO[str] | None, label: str) -> None:
-        self.total, self.done, self.stream, self.label = max(total, 1), 0, stream, label
+    def __init__(self, total: int, stream: IO[str] | None, label: str, unit: str) -> None:
+        self.bar: Any = None
+        if stream is not None:
+            from tqdm import tqdm  # type: ignore[import-untyped]  # only when a bar is drawn
+
+            self.bar = tqdm(total=total, desc=label, unit=unit, file=stream, mininterval=0.2)
 
     def update(self, count: int) -> None:
-        self.done += count
-        if self.stream is not None:
-            filled = int(30 * self.done / self.total)
-            self.stream.write(
-                f"\r{self.label} [{'#' * filled}{' ' * (30 - filled)}] "
-                f"{100 * self.done / self.total:3.0f}% {self.done}/{self.total}"
-            )
-            self.stream.flush()
+        if self.bar is not None:
+            self.bar.update(count)
 
     def close(self) -> None:
-        if self.stream is not None:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _stream(progress: bool | IO[str]) -> IO[str] | None:
+    """Where a bar is drawn: stderr for ``True`` when it is a terminal (never into a log or a
+    pipe), the stream given, or nowhere."""
     if progress is True:
-        return sys.stderr
+        return sys.stderr if sys.stderr is not None and sys.stderr.isatty() else None
     if progress is False or progress is None:
         return None
     if not callable(getattr(progress, "write", None)):
@@ -197,8 +196,9 @@ def brute_force(
     """Run every sequence of the family (module doc) up to ``max_length`` (default ``n_ctx``).
 
     Returns the least ``P(correct)``, a sequence attaining it, the number of argmax failures and
-    the first (shortest) counterexample. ``progress`` draws a bar on stderr (or on the stream
-    given). Families of more than ``max_sequences`` candidates are refused.
+    the first (shortest) counterexample. ``progress`` draws a bar (tqdm) on stderr when it is a
+    terminal, or on the stream given. Families of more than ``max_sequences`` candidates are
+    refused.
     """
     length = model.cfg.n_ctx if max_length is None else max_length
     shortest = 3 if bos else 2
@@ -215,7 +215,7 @@ def brute_force(
             f"{sum(sizes)} candidate sequences exceed max_sequences={max_sequences}; "
             "lower max_length or use adversarial_search"
         )
-    bar = _Progress(sum(sizes), stream, "brute force")
+    bar = _Progress(sum(sizes), stream, "brute force", "seq")
     all_p, worst, worst_p, failures, first = [], np.zeros(0, np.intp), np.inf, 0, None
     for L in range(shortest, length + 1):
         for examined, tokens in _family_chunks(ordinary, bos_token, bos, L, batch):
@@ -314,12 +314,15 @@ def adversarial_search(
     steps: int = 50,
     population: int = 16,
     seed: int = 0,
+    progress: bool | IO[str] = True,
 ) -> SearchResult:
     """Hill-climb towards the family sequence of ``length`` (default ``n_ctx``) with least ``P(correct)``.
 
     Each of ``restarts`` runs starts from a random member and, for ``steps`` rounds, evaluates
     ``population`` mutants of its best sequence (one token changed to a random or repeated
     filler, or the earlier occurrence moved), keeping the lowest. Evaluations are batched.
+    ``progress`` draws a bar of the rounds (tqdm) on stderr when it is a terminal, or on the
+    stream given.
     """
     L = model.cfg.n_ctx if length is None else length
     if not (is_int(L) and 3 <= L <= model.cfg.n_ctx):
@@ -334,11 +337,14 @@ def adversarial_search(
         ("population", population, 1),
     ):
         checked_int(value, name, least, VerificationError)
+    stream = _stream(progress)
     rng = random_generator(seed)
     best_p, best_tokens, evaluations = np.inf, np.zeros(0, np.intp), 0
+    bar = _Progress(restarts * (steps + 1), stream, "adversarial search", "round")
     for _ in range(restarts):
         current = _random_member(rng, ordinary, bos_token, L)
         current_p = float(_probabilities(model, current[None])[0])
+        bar.update(1)
         for _ in range(steps):
             batch = np.stack([_mutate(rng, current, ordinary) for _ in range(population)])
             probs = _probabilities(model, batch)
@@ -346,9 +352,11 @@ def adversarial_search(
             k = int(np.argmin(probs))
             if probs[k] < current_p:
                 current, current_p = batch[k], float(probs[k])
+            bar.update(1)
         evaluations += 1
         if current_p < best_p:
             best_p, best_tokens = current_p, current.copy()
+    bar.close()
     return SearchResult(best_p, best_tokens, evaluations)
 
 
