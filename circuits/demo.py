@@ -33,6 +33,7 @@ from .model import ActivationCache, AttnOnlyTransformer
 from .paths import PathTerm, path_expansion
 from .plots import (
     MAX_CELLS,
+    MAX_TICKS,
     attention_plot,
     ov_circuit_plot,
     qk_circuit_plot,
@@ -228,7 +229,9 @@ def _plots(
         out(f"note: no plots ({error})")
         return written
     length = cache.tokens.shape[1]
-    out(f"attention heatmaps: all {length} positions of the sequence above, the last included")
+    labelled = "" if length <= MAX_TICKS else " (too many to label each: the axes are unlabelled)"
+    out(f"attention heatmaps: all {length} positions of the sequence above, the last included"
+        + labelled)  # fmt: skip
     for what, chosen, size in (("ov_1.0", tokens, model.cfg.d_vocab),
                                ("qk_0.0_positions", positions, model.cfg.n_ctx)):  # fmt: skip
         if len(chosen) < size:

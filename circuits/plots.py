@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_CELLS",
+    "MAX_TICKS",
     "attention_plot",
     "circuit_plot",
     "ov_circuit_plot",
@@ -46,6 +47,8 @@ __all__ = [
 
 #: The most rows (or columns) a heatmap shows; larger matrices need ``rows=`` / ``cols=``.
 MAX_CELLS = 512
+#: The most rows (or columns) a heatmap labels one by one; beyond that its axes are unlabelled.
+MAX_TICKS = 40
 INSTALL_HINT = "plots need matplotlib, an optional extra: pip install 'circuits[plot]'"
 
 
@@ -88,7 +91,7 @@ def _heatmap(
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     for axis, labels, count in ((axes.xaxis, xticks, cols), (axes.yaxis, yticks, rows)):
-        if count <= 40:
+        if count <= MAX_TICKS:
             axis.set_ticks(range(count), labels=list(labels), fontsize=8)
     axes.tick_params(axis="x", labelrotation=90)
     return figure

@@ -64,6 +64,7 @@ def test_demo_runs_to_the_end_above_the_heatmap_limit(tmp_path: Path) -> None:
     pictures = "\n".join(section(lines, 6))
     assert f"ov_1.0: {MAX_CELLS} evenly spaced of 520" in pictures
     assert f"qk_0.0_positions: {MAX_CELLS} evenly spaced of 520" in pictures
+    assert "all 129 positions" in pictures and "axes are unlabelled" in pictures  # 1 + 2·64
     written = {p.name for p in (tmp_path / "demo").iterdir()}
     assert {
         "attention_0.0.svg",
@@ -85,7 +86,9 @@ def test_demo_runs_at_vocabulary_1000_and_context_512(tmp_path: Path) -> None:
 def test_heatmaps_show_every_token_of_the_sequence(tmp_path: Path) -> None:
     lines = demo_lines(tmp_path, vocab_size=12, n_ctx=25)
     sequence = section(lines, 2)[0].split()
-    assert f"attention heatmaps: all {len(sequence)} positions" in "\n".join(section(lines, 6))
+    pictures = "\n".join(section(lines, 6))
+    assert f"attention heatmaps: all {len(sequence)} positions" in pictures
+    assert "unlabelled" not in pictures  # 23 positions: each labelled
     svg = (tmp_path / "demo" / "attention_1.0.svg").read_text()
     last = f"{len(sequence) - 1}:{sequence[-1]}"  # the tick label of the last position
     assert last in svg
