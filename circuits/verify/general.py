@@ -25,7 +25,10 @@ Every bound below holds for every filler choice, so a case proved is proved for 
 3. **Layer 1.** At query ``i`` the target key is ``p+1`` (state ``(p+1, c, a)``); every other key is
    ``0``, ``p``, ``i`` or a filler. Score enclosures (products of the query and key enclosures,
    coordinate by coordinate) give the off-target mass
-   :math:`ε \le X/(1+X)`, :math:`X = \sum_{o} e^{\overline s_o - \underline s_{p+1}}`.
+   :math:`ε \le X/(1+X)`, :math:`X = \sum_{o} e^{\overline s_o - \underline s_{p+1}}`. An other
+   key's upper score :math:`\overline s_o` is bounded for each previous token ``u`` its state may
+   hold, and the largest kept: the union over ``u`` of keys that each point one way (a
+   previous-token head's output) is a box far larger than any one of them.
 4. **Output.** Each head adds a convex combination of its value logits: at least
    :math:`\underline V_T - ε \max(0, \underline V_T - \underline V_O)` with :math:`V_T` the
    target's and :math:`V_O` the others' enclosure. With every logit ℓ_t enclosed,
@@ -603,6 +606,7 @@ class _Unions:
     other: Box  # [n(i), V(a), m]: (i, a, u) for any u ∉ {a, b}; (1, a, b) at i = 1
     filler: Box  # [n(j), V(a), m]: (j, f, u) for f, u ∉ {a, b} (u = b at j = 1)
     start: Box  # [m]: the BOS position's state
+    by_previous: Box  # [n(j), V(u), m]: (j, f, u) for any ordinary f, per previous token u
 
 
 def _unions(states: Box, bos: int, ordinary: Array) -> _Unions:
@@ -618,11 +622,68 @@ def _unions(states: Box, bos: int, ordinary: Array) -> _Unions:
     # fillers: then over f ∉ {a, b}
     keep_f = ordinary[:, None] & (tokens[:, None] != tokens[None, :])  # [V(f), V(a)]
     filler = _box_min(row, keep_f[None, :, :, None], axis=1)
-    return _Unions(other, filler, states[0, bos, bos])
+    by_previous = _box_min(states, ordinary[None, :, None, None], axis=1)
+    return _Unions(other, filler, states[0, bos, bos], by_previous)
 
 
 def _scores(query: Box, key: Box, sl: slice, kl: slice, scale: float) -> Box:
     return dot(query[..., sl], key[..., kl]).scaled(scale)
+
+
+def _scores_by_previous(
+    i: int,
+    query: Box,
+    states: Box,
+    by_previous: Box,
+    sq: slice,
+    sk: slice,
+    scale: float,
+    ordinary: Array,
+) -> list[Array]:
+    """Upper bounds on the scores of the keys other than the target, in the order of ``_query``'s
+    ``others_hi`` (key ``p``, BOS, key ``i``, fillers at ``1 … i−1``), each ``[p, a, 1]``.
+
+    A key's state holds its previous token ``u``, which the enclosures of ``_Unions`` leave free;
+    here the score is bounded for each ``u`` and the largest kept. A union over ``u`` of keys that
+    each point one way (a previous-token head's output) is a box much larger than any of them, so
+    bounding the score before taking the union is much tighter. At ``j = 1`` the previous token is
+    BOS; elsewhere it is ordinary and not ``a`` (which occurs only at ``p`` and ``i``).
+    """
+    V = states.lo.shape[1]
+    bos = int(np.flatnonzero(~ordinary)[0])
+    ps = np.arange(1, i)
+    tokens = np.arange(V)
+    q = Box(query.lo[:, :, None, sq], query.hi[:, :, None, sq])  # [p, a, 1(u), k]
+
+    def allowed(j: Array) -> Array:  # [len(j), V(a), V(u)]: the previous tokens a key j may have
+        first = (j == 1)[:, None, None]
+        ordinary_not_a = ordinary[None, None, :] & (tokens[None, :, None] != tokens[None, None, :])
+        keep: Array = np.where(first, tokens[None, None, :] == bos, ordinary_not_a)
+        return keep
+
+    def best(scores: Array, keep: Array) -> Array:  # max over u of the allowed ones
+        top: Array = _masked(scores, keep, -np.inf).max(axis=-1)
+        return top
+
+    at_p = Box(states.lo[ps, :, :, sk], states.hi[ps, :, :, sk])  # [p, a(f = a), u, k]
+    s_p = best(dot(q, at_p).scaled(scale).hi, allowed(ps))[:, :, None]
+    s_start = _scores(
+        query,
+        Box(states.lo[0, bos, bos][None, None], states.hi[0, bos, bos][None, None]),
+        sq,
+        sk,
+        scale,
+    ).hi[:, :, None]
+    at_i = Box(states.lo[i][None, :, :, sk], states.hi[i][None, :, :, sk])  # [1, a, u, k]
+    s_i = best(dot(q, at_i).scaled(scale).hi, allowed(np.array([i])))
+    s_i = np.where((ps == i - 1)[:, None], -np.inf, s_i)[:, :, None]
+    fillers = []
+    for j in range(1, i):  # a filler key j is neither p nor p + 1
+        key = Box(by_previous.lo[j][None, None, :, sk], by_previous.hi[j][None, None, :, sk])
+        s_j = best(dot(q, key).scaled(scale).hi, allowed(np.array([j])))
+        not_case = (ps != j) & (ps + 1 != j)
+        fillers.append(np.where(not_case[:, None], s_j, -np.inf)[:, :, None])
+    return [s_p, s_start, s_i, *fillers]
 
 
 def _off_target(target_lo: Array, others_hi: list[Array]) -> Array:
@@ -731,6 +792,8 @@ def _query(
             others_hi.append(
                 np.where(not_case[:, None], fill_scores[:, j - 1, :], -np.inf)[:, :, None]
             )
+        resolved = _scores_by_previous(i, query, states, u.by_previous, sq, sk, w.scale, ordinary)
+        others_hi = [np.minimum(old, new) for old, new in zip(others_hi, resolved, strict=True)]
         eps = _off_target(s_target.lo, others_hi)
         eps_all.append(eps)
         # value logits: the target's, and the union over every other key
