@@ -5,7 +5,7 @@
 
 Shapes (default): 2 layers × 12 heads, d_model 768, d_head 64, vocabulary 50257, 4 × 256 tokens,
 float32, with and without LayerNorm. The floor, measured in the same run: the unembedding GEMM
-``x @ W_Uᵀ`` alone (``[1024, 768] × [768, 50257]``), which every forward pass must do and which
+``x @ W_Uᵀ`` alone (one GEMM ``[1024, 768] × [768, 50257]``), which every forward pass must do and which
 dominates it. Rows: ``forward`` (logits only), ``run_with_cache``, and TransformerLens's
 ``HookedTransformer`` on the same weights when torch and TransformerLens are installed. The methods
 take turns in every round so that a shared machine's changing load weighs on all alike; each time

@@ -497,8 +497,9 @@ class AttnOnlyTransformer:
                 patterns_all.append(pattern)
                 z_all.append(z)
         read, scale = self.normalize(x, cfg.n_layers)
-        # [B, n, V]: the largest array, so the bias is added in place
-        logits: FloatArray = read @ self.W_U.T
+        # [B, n, V]: the largest array, made by one GEMM over all B·n positions (not B of them),
+        # the bias then added in place
+        logits: FloatArray = (read.reshape(B * n, cfg.d_model) @ self.W_U.T).reshape(B, n, -1)
         logits += self.b_U
         if not keep:
             return logits, None
