@@ -86,6 +86,7 @@ class TrainingConfig:
     narrow_share: float = 0.0
     logit_scale: float = 1.0
     score_noise: float = 1.0
+    composition_penalty: float = 0.0
     checkpoints: tuple[int, ...] = ()
 
     def model_config(self) -> circuits.TransformerConfig:
@@ -111,12 +112,13 @@ PRESETS: dict[str, TrainingConfig] = {
     "tiny": TrainingConfig(
         name="attn2l-tiny-induction",
         steps=4000,
-        d_model=16,
-        d_head=16,
+        d_model=32,
+        d_head=8,
         d_vocab=8,
         n_ctx=8,
         score_noise=2.0,
         narrow_share=0.5,
+        composition_penalty=0.01,
         checkpoints=(0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1200, 1500, 2000, 3000),
     ),
 }
@@ -171,15 +173,25 @@ def loss_of(
     cfg: TrainingConfig | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Mean cross-entropy of ``logit_scale × logits`` over the positions that have a target;
-    with ``cfg`` (training), attention scores are perturbed by N(0, score_noise²).
+    """Mean cross-entropy of ``logit_scale × logits`` over the positions that have a target.
+
+    With ``cfg`` (training): attention scores are perturbed by N(0, score_noise²), and
+    ``composition_penalty × (‖W_Q¹ W_OV⁰‖² + ‖W_U W_OV⁰‖²)`` (Frobenius) is added: what layer 0
+    writes should reach the layer-1 keys, not the layer-1 queries nor the logits.
     """
     tokens, targets = map(torch.from_numpy, batch)
     scale, noise = (1.0, 0.0) if cfg is None else (cfg.logit_scale, cfg.score_noise)
     logits = scale * model(tokens, noise, generator)
-    return torch.nn.functional.cross_entropy(
+    loss = torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE
     )
+    if cfg is not None and cfg.composition_penalty:
+        w = model.weights
+        written = torch.einsum("hdk,hke->de", w["W_O"][0], w["W_V"][0])  # Σ_h W_OV^{0.h}
+        queried = torch.einsum("hkd,de->hke", w["W_Q"][1], written)
+        penalty = queried.square().sum() + (w["W_U"] @ written).square().sum()
+        loss = loss + cfg.composition_penalty * penalty
+    return loss
 
 
 def weights_digest(model: TorchAttnOnly) -> str:
