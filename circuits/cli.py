@@ -1,4 +1,5 @@
-"""The ``circuits`` command (``python -m circuits``): demo, render, analyze, expand, certify.
+"""The ``circuits`` command (``python -m circuits``): demo, render, analyze, expand, certify,
+training-run.
 
 Every verb has ``--help``. MODEL is a file written by ``circuits.save`` or a TransformerLens state
 dict (``.npz``, ``.safetensors``). Errors print one line and exit with status 1 (2 for bad
@@ -259,6 +260,35 @@ def _print_certificate(certificate: object, args: argparse.Namespace, out: Print
         out(str(certificate))
 
 
+def training_run(args: argparse.Namespace, out: Printer) -> None:
+    """The training run of a zoo model through its checkpoints: loss on repeated and unrepeated
+    tokens, in-context-learning score, the best previous-token and induction head's scores, their
+    K-composition, and the accuracy certify proves on sequences of at most --certify-n-ctx tokens
+    (0: none)."""
+    from . import zoo
+    from .analysis import training_run as measure
+
+    checkpoints = {step: zoo.load(args.model, step=step) for step in zoo.steps(args.model)}
+    if not checkpoints:
+        raise CircuitsError(f"{args.model!r} ships no checkpoints; try one of {_with_steps()}")
+    extra = {}
+    if args.certify_n_ctx:
+        from .verify import certify as certify_weights
+
+        def certified(model: AttnOnlyTransformer) -> float:
+            return certify_weights(model, n_ctx=args.certify_n_ctx).accuracy_bound
+
+        extra[f"certified acc (n≤{args.certify_n_ctx})"] = certified
+    run = measure(checkpoints, seq_len=args.seq_len, extra=extra)
+    out(json.dumps(run.to_dict(), allow_nan=False) if args.json else run.table())
+
+
+def _with_steps() -> list[str]:
+    from . import zoo
+
+    return [name for name in zoo.names() if zoo.steps(name)]
+
+
 _CERTIFY_PARAMETERS = ("vocab_size", "n_ctx", "mechanism", "beta0", "beta1", "gamma", "coherence")
 
 
@@ -340,6 +370,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", action="store_true",
                    help="certify MODEL from its weights even when it is a canonical construction")  # fmt: skip
     p.set_defaults(run=certify)
+
+    p = verbs.add_parser("training-run", help="a zoo model's training run through its checkpoints",
+                         description=training_run.__doc__)  # fmt: skip
+    p.add_argument("model", help="a zoo name with checkpoints")
+    p.add_argument("--certify-n-ctx", type=int, default=6,
+                   help="certify each checkpoint on sequences of ≤ N tokens (6; 0: skip)")  # fmt: skip
+    p.add_argument("--seq-len", type=int, help="length of the repeated random runs")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=training_run)
     return parser
 
 
