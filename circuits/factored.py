@@ -446,6 +446,10 @@ def _index_item(item: Any) -> Any:
 
 def _scalar(value: Any, op: str) -> float:
     """A real scalar operand of ``*`` or ``/``: a number, or an array or tensor of one element."""
+    if isinstance(value, FactoredMatrix):
+        raise WeightError(
+            f"FactoredMatrix {op} FactoredMatrix: expected a scalar (@ multiplies them)"
+        )
     array = to_numpy(value, f"the operand of {op}")
     if array.size != 1:
         raise ShapeError(
