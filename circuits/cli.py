@@ -12,12 +12,13 @@ import argparse
 import itertools
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .errors import CircuitsError, PathError, TokenError, VerificationError
+from .errors import CircuitsError, HeadError, PathError, TokenError, VerificationError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -147,8 +148,11 @@ def render(args: argparse.Namespace, out: Printer) -> None:
     from .render import circuit_diagram, save_diagram
 
     model = _load_model(args)
-    composition = None if args.no_composition else all_composition_scores(model)
     paths = [part.split(",") for part in args.highlight]
+    for path in paths:
+        for node in path:
+            _check_head_node(model, node, "--highlight")
+    composition = None if args.no_composition else all_composition_scores(model)
     graph = circuit_diagram(
         model, composition=composition, threshold=args.threshold, highlight=paths,
         title=args.title if args.title is not None else Path(args.model).name,
@@ -160,38 +164,186 @@ def render(args: argparse.Namespace, out: Printer) -> None:
 
 
 def expand(args: argparse.Namespace, out: Printer) -> None:
-    """The path expansion of the logits: its terms, in LaTeX, or ranked by contribution."""
+    """The path expansion of the logits (with --qk HEAD: of that head's attention scores): its
+    terms, in LaTeX (--latex prints nothing else), or ranked by their contribution on --tokens,
+    averaged over every position or at one --position, to the logit of the next token or of
+    --target (for scores: of every key, or of one --key)."""
+    import numpy as np
+
     from .paths import KINDS, path_expansion
 
     if args.limit < 0:
         raise PathError(f"--limit must be ≥ 0, got {args.limit}")
+    if args.order is not None and args.order < 0:
+        raise PathError(f"--order must be ≥ 0, got {args.order}")
     model = _load_model(args)
+    if args.qk is not None:
+        _expand_qk(model, args, out)
+        return
+    if args.key is not None:
+        raise PathError("--key is the key position of an attention score: it needs --qk HEAD")
     expansion = path_expansion(model)
     if args.order is not None:
-        if args.order < 0:
-            raise PathError(f"--order must be ≥ 0, got {args.order}")
         expansion = expansion.filter(order=range(args.order + 1))
+    if args.latex:
+        out("\\text{logits} = " + expansion.latex())
+        return
     header: list[str] = ["path", "kind"]
     rows: list[list[object]]
     if args.tokens is None:
+        _needs_tokens(args, "--position", "--target")
         rows = [[" → ".join(t.path), t.kind] for t in itertools.islice(expansion, args.limit)]
-        total = len(expansion)
+        total, title = len(expansion), ""
     else:
         tokens = _parse_tokens(args.tokens)
-        _, cache = model.run_with_cache(tokens[:-1])
-        ranked = expansion.contributions(cache, tokens[None, 1:]).ranked()
+        if args.target is None:  # each position scored on the token that follows it
+            inputs, targets, what = tokens[:-1], tokens[1:], "the next token"
+        else:
+            target = _token(model, args.target, "--target")
+            inputs, targets, what = tokens, np.full(tokens.shape, target), f"token {target}"
+        _, cache = model.run_with_cache(inputs)
+        mask, where = _positions(args.position, inputs.size, args.target is None)
+        ranked = expansion.contributions(cache, targets[None]).ranked(mask)
         rows = [[" → ".join(t.path), t.kind, value] for t, value in ranked[: args.limit]]
-        header, total = [*header, "mean"], len(ranked)
+        header, total = [*header, "mean" if args.position is None else "value"], len(ranked)
+        title = f"terms ranked by their contribution to the logit of {what}, {where}:"
     counts = ", ".join(f"{len(expansion.filter(kind=kind))} {kind}" for kind in KINDS)
     out(f"{model!r}\n{len(expansion)} terms: {counts}")
-    if args.latex:
-        out("\n\\text{logits} = " + expansion.latex())
-        return
-    if args.tokens is not None:
-        out("terms ranked by their mean contribution to the logit of the next token:")
+    if title:
+        out(title)
     out(_table(header, rows))
     if total > len(rows):
         out(f"… and {total - len(rows)} more (--limit)")
+
+
+def _expand_qk(model: AttnOnlyTransformer, args: argparse.Namespace, out: Printer) -> None:
+    """``expand --qk HEAD``: the terms of that head's attention scores (see :func:`expand`)."""
+    import numpy as np
+
+    from .qk_paths import qk_expansion
+
+    name = _head(model, args.qk, "--qk")
+    if args.target is not None:
+        raise PathError(
+            "--target is a token of the logits; an attention score has a --key position"
+        )
+    expansion = qk_expansion(model, name)
+    if args.order is not None:
+        order = args.order
+        expansion = expansion.filter(where=lambda t: t.query_order + t.key_order <= order)
+    if args.latex:
+        out(f"s^{{{name}}} = " + expansion.latex())
+        return
+    header: list[str] = ["query path", "key path", "kind"]
+    rows: list[list[object]]
+    if args.tokens is None:
+        _needs_tokens(args, "--position", "--key")
+        rows = [[" → ".join(t.key[0]), " → ".join(t.key[1]), t.kind]
+                for t in itertools.islice(expansion, args.limit)]  # fmt: skip
+        total, title = len(expansion), ""
+    else:
+        tokens = _parse_tokens(args.tokens)
+        _, cache = model.run_with_cache(tokens)
+        n = tokens.size
+        mask = np.tril(np.ones((1, n, n), dtype=bool))  # the causal entries, key ≤ query
+        query = None if args.position is None else _position(args.position, n, "--position")
+        key = None if args.key is None else _position(args.key, n, "--key")
+        if query is not None:
+            mask[0, np.arange(n) != query] = False
+        if key is not None:
+            mask[0, :, np.arange(n) != key] = False
+        if not mask.any():
+            raise PathError(f"--key {key} comes after query {query}: a query sees keys ≤ itself")
+        where = {
+            (False, False): "averaged over every query and the keys it sees",
+            (True, False): f"at query {query}, averaged over its keys",
+            (False, True): f"at key {key}, averaged over the queries that see it",
+            (True, True): f"at query {query} and key {key}",
+        }[query is not None, key is not None]
+        ranked = expansion.contributions(cache).ranked(mask)
+        rows = [[" → ".join(t.key[0]), " → ".join(t.key[1]), t.kind, value]
+                for t, value in ranked[: args.limit]]  # fmt: skip
+        header, total = [*header, "mean" if mask.sum() > 1 else "value"], len(ranked)
+        title = f"terms ranked by their contribution to the scores of head {name}, {where}:"
+    out(f"{model!r}\n{len(expansion)} terms of the scores of head {name}")
+    if title:
+        out(title)
+    out(_table(header, rows))
+    if total > len(rows):
+        out(f"… and {total - len(rows)} more (--limit)")
+
+
+def _needs_tokens(args: argparse.Namespace, *options: str) -> None:
+    for option in options:
+        if getattr(args, option[2:]) is not None:
+            raise TokenError(f"{option} needs --tokens, the sequence it points into")
+
+
+def _position(value: int, size: int, option: str) -> int:
+    """A position of a sequence of ``size`` tokens, checked."""
+    if not 0 <= value < size:
+        raise TokenError(f"{option} {value}: the sequence has positions 0 … {size - 1}")
+    return value
+
+
+def _positions(position: int | None, size: int, next_token: bool) -> tuple[Any, str]:
+    """The mask ``[1, size]`` of the positions to average over, and how to say which they are."""
+    import numpy as np
+
+    if position is None:
+        return None, "averaged over every position"
+    if next_token and position == size:  # the last token: nothing follows it
+        raise TokenError(
+            f"--position {position}: the last token has no next token to score; give --target"
+        )
+    mask = np.zeros((1, size), dtype=bool)
+    mask[0, _position(position, size, "--position")] = True
+    return mask, f"at position {position}"
+
+
+def _token(model: AttnOnlyTransformer, value: int, option: str) -> int:
+    if not 0 <= value < model.cfg.d_vocab:
+        raise TokenError(
+            f"{option} {value}: not a token of this model (its vocabulary is 0 … {model.cfg.d_vocab - 1})"
+        )
+    return value
+
+
+def _head(model: AttnOnlyTransformer, name: str, option: str) -> str:
+    """``name`` if the model has that head, else a :class:`HeadError` naming it and the heads there are."""
+    from .config import parse_head
+
+    try:
+        layer, head = parse_head(name)
+    except HeadError:
+        raise HeadError(
+            f"{option}: {name!r} is not a head name; expected 'layer.head', e.g. 1.0"
+        ) from None
+    cfg = model.cfg
+    if not (0 <= layer < cfg.n_layers and 0 <= head < cfg.n_heads):
+        heads = f"0.0 … {cfg.n_layers - 1}.{cfg.n_heads - 1}" if cfg.n_layers else "none"
+        raise HeadError(
+            f"{option}: the model has no head {name}, only {cfg.n_layers} layers of "
+            f"{cfg.n_heads} heads ({heads})"
+        )
+    return name
+
+
+def _check_head_node(model: AttnOnlyTransformer, node: str, option: str) -> None:
+    """A node naming a head (``1.4``) or a head's bias (``b_V[1.4]``, ``b_O[1]``) the model lacks
+    is a :class:`HeadError`; other names are left to the path check."""
+    from .graph import parse_node
+
+    try:
+        info = parse_node(node)
+    except CircuitsError:
+        return
+    if info.owner is not None:
+        _head(model, info.owner, option if node == info.owner else f"{option} {node}")
+    elif info.layer is not None and not 0 <= info.layer < model.cfg.n_layers:
+        raise HeadError(
+            f"{option} {node}: the model has no layer {info.layer}, only {model.cfg.n_layers}"
+        )
 
 
 def _parse_tokens(text: str) -> np.ndarray:
@@ -350,9 +502,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("expand", help="the path expansion of the logits",
                          description=expand.__doc__)  # fmt: skip
     _model_arguments(p)
-    p.add_argument("--latex", action="store_true", help="print the expansion as LaTeX")
+    p.add_argument("--latex", action="store_true",
+                   help="print the expansion as LaTeX, and nothing else (for a pipe)")  # fmt: skip
     p.add_argument("--order", type=int, help="only terms through at most N heads")
     p.add_argument("--tokens", help="rank terms by contribution on these tokens, e.g. '0 5 3 5'")
+    p.add_argument("--position", type=int, metavar="I",
+                   help="with --tokens: at position I only, not averaged over every position")  # fmt: skip
+    p.add_argument("--target", type=int, metavar="T",
+                   help="with --tokens: the logit of token T, not of the next token")  # fmt: skip
+    p.add_argument("--qk", metavar="HEAD",
+                   help="the terms of the attention scores of HEAD (e.g. 1.0) instead; --position "
+                   "is then the query")  # fmt: skip
+    p.add_argument("--key", type=int, metavar="J",
+                   help="with --qk and --tokens: the score of key position J only")  # fmt: skip
     p.add_argument("--limit", type=int, default=40, help="list at most this many terms (40)")
     p.set_defaults(run=expand)
 
@@ -387,6 +549,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args, print)
+    except HeadError as error:  # a head the model does not have: a bad argument
+        print(f"circuits {args.verb}: error: {error}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # the reader of a pipe (e.g. head) stopped early: nothing to say
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - never flushed into the closed pipe
+        return 1
     except CircuitsError as error:
         print(f"circuits {args.verb}: error: {error}", file=sys.stderr)
         return 1
