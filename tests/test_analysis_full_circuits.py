@@ -125,6 +125,10 @@ def test_readouts_carry_labels_and_check_arguments() -> None:
         top_entries(matrix, 0)
     with pytest.raises(circuits.AnalysisError, match="column 3"):
         column_top(matrix, 3)
+    stack = FactoredMatrix(np.ones((2, 3, 1)), matrix.B)  # a stack of two matrices
+    for readout in (top_entries, top_diagonal):
+        with pytest.raises(circuits.AnalysisError, match=r"a stack of shape \(2, 3, 3\)"):
+            readout(stack, 1)
 
 
 def test_hand_built_heads_read_out_as_built() -> None:

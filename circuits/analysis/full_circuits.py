@@ -251,6 +251,10 @@ def _check_matrix(matrix: object) -> FactoredMatrix:
             f"expected a FactoredMatrix (a circuit), got {type(matrix).__name__}; a dense matrix M "
             "is FactoredMatrix(M, numpy.eye(M.shape[1]))"
         )
+    if matrix.ndim != 2:
+        raise AnalysisError(
+            f"expected a single matrix, got a stack of shape {matrix.shape}: pick one, M[i]"
+        )
     return matrix
 
 
