@@ -452,6 +452,10 @@ def _value(symbol: sp.MatrixSymbol, values: Mapping[str, Any]) -> Any:
         raise WeightError(f"no value given for the symbol {name!r}")
     value = values[name]
     if isinstance(value, FactoredMatrix):
+        if value.ndim != 2:
+            raise ShapeError(
+                f"{name}: expected one matrix, got a stack of shape {list(value.shape)}"
+            )
         result: Any = value
     elif isinstance(value, sp.MatrixBase):
         result = sp.ImmutableMatrix(value)
@@ -605,8 +609,8 @@ def _norm_values(weights: Mapping[str, Any], cfg: TransformerConfig) -> dict[str
         w, b = (weights.get(f"{name}_LN_final" if final else f"{name}_LN") for name in ("w", "b"))
         w_l = np.ones(d) if w is None else np.asarray(w if final else w[layer])
         values[symbol_name("LN", layer)] = w_l[:, None] * centring
-        values[symbol_name("b_LN", layer)] = np.zeros(d) if b is None else np.asarray(
-            b if final else b[layer]
+        values[symbol_name("b_LN", layer)] = (
+            np.zeros(d) if b is None else np.asarray(b if final else b[layer])
         )
     return values
 

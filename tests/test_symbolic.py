@@ -203,6 +203,8 @@ def test_identities_ones_sums_and_scalars() -> None:
         (sp.Identity(SEQ_LEN), {}, WeightError, "size 'n'"),
         (sp.MatrixSymbol("M", 2, 2) / ALPHA, {"M": np.eye(2)}, WeightError, "scalar"),
         (sp.MatrixSymbol("M", 2, 2), {"M": np.zeros((2, 2, 2))}, ShapeError, "matrix or a vector"),
+        (sp.MatrixSymbol("M", 2, 2), {"M": FactoredMatrix(np.ones((3, 2, 1)), np.ones((3, 1, 2)))},
+         ShapeError, r"M: expected one matrix, got a stack of shape \[3, 2, 2\]"),
         (sp.MatrixSymbol("M", 2, 2) * sp.MatrixSymbol("N", 2, 2), {"M": np.eye(2), "N": np.eye(3)},
          ShapeError, r"N: expected shape \[2, 2\], got \[3, 3\]"),
         (sp.MatrixSymbol("M", 2, 2), {"M": np.array([[np.nan, 0], [0, 0]])}, WeightError, "non-finite"),
