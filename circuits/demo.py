@@ -229,7 +229,7 @@ def _plots(
         out(f"note: no plots ({error})")
         return written
     length = cache.tokens.shape[1]
-    labelled = "" if length <= MAX_TICKS else " (too many to label each: the axes are unlabelled)"
+    labelled = "" if length <= MAX_TICKS else " (too many to label each: the axes label a few)"
     out(f"attention heatmaps: all {length} positions of the sequence above, the last included"
         + labelled)  # fmt: skip
     for what, chosen, size in (("ov_1.0", tokens, model.cfg.d_vocab),

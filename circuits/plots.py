@@ -47,8 +47,9 @@ __all__ = [
 
 #: The most rows (or columns) a heatmap shows; larger matrices need ``rows=`` / ``cols=``.
 MAX_CELLS = 512
-#: The most rows (or columns) a heatmap labels one by one; beyond that its axes are unlabelled.
+#: The most rows (or columns) a heatmap labels one by one; beyond that, a few evenly spaced.
 MAX_TICKS = 40
+_FEW_TICKS = 9
 INSTALL_HINT = "plots need matplotlib, an optional extra: pip install 'circuits[plot]'"
 
 
@@ -91,8 +92,10 @@ def _heatmap(
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     for axis, labels, count in ((axes.xaxis, xticks, cols), (axes.yaxis, yticks, rows)):
-        if count <= MAX_TICKS:
-            axis.set_ticks(range(count), labels=list(labels), fontsize=8)
+        # every row labelled, or a few evenly spaced: always by its own label (token id, position),
+        # never by its place in a selection
+        shown = range(count) if count <= MAX_TICKS else subsample(count, _FEW_TICKS)
+        axis.set_ticks(list(shown), labels=[labels[i] for i in shown], fontsize=8)
     axes.tick_params(axis="x", labelrotation=90)
     return figure
 

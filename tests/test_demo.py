@@ -51,6 +51,19 @@ def test_subsample_default_is_the_heatmap_limit() -> None:
     assert len(subsample(MAX_CELLS + 1)) == MAX_CELLS == 512
 
 
+def test_a_subsampled_heatmap_labels_its_axes_by_the_rows_shown() -> None:
+    """Ticks name the token ids drawn (0 … 999), not places in the selection (0 … 511)."""
+    from circuits.plots import circuit_plot
+
+    chosen = subsample(1000)
+    figure = circuit_plot(np.eye(1000), rows=chosen, cols=chosen)
+    axes = figure.axes[0]
+    for labels in (axes.get_xticklabels(), axes.get_yticklabels()):
+        texts = [label.get_text() for label in labels]
+        assert texts[0] == "0" and texts[-1] == "999" and 3 <= len(texts) <= 40
+        assert set(texts) <= {str(i) for i in chosen}
+
+
 @pytest.mark.parametrize(("size", "most"), [(0, 5), (3.5, 5), (10, 1), (10, "4")])
 def test_subsample_refuses_bad_sizes(size: object, most: object) -> None:
     with pytest.raises(RenderError, match="subsample"):
@@ -64,7 +77,7 @@ def test_demo_runs_to_the_end_above_the_heatmap_limit(tmp_path: Path) -> None:
     pictures = "\n".join(section(lines, 6))
     assert f"ov_1.0: {MAX_CELLS} evenly spaced of 520" in pictures
     assert f"qk_0.0_positions: {MAX_CELLS} evenly spaced of 520" in pictures
-    assert "all 129 positions" in pictures and "axes are unlabelled" in pictures  # 1 + 2·64
+    assert "all 129 positions" in pictures and "axes label a few" in pictures  # 1 + 2·64
     written = {p.name for p in (tmp_path / "demo").iterdir()}
     assert {
         "attention_0.0.svg",
@@ -88,7 +101,7 @@ def test_heatmaps_show_every_token_of_the_sequence(tmp_path: Path) -> None:
     sequence = section(lines, 2)[0].split()
     pictures = "\n".join(section(lines, 6))
     assert f"attention heatmaps: all {len(sequence)} positions" in pictures
-    assert "unlabelled" not in pictures  # 23 positions: each labelled
+    assert "label a few" not in pictures  # 23 positions: each labelled
     svg = (tmp_path / "demo" / "attention_1.0.svg").read_text()
     last = f"{len(sequence) - 1}:{sequence[-1]}"  # the tick label of the last position
     assert last in svg
