@@ -2,8 +2,9 @@
 # Set-up and routine tasks for circuits, on a fresh Debian machine or an existing one.
 #
 #   bash dev.sh demo    the main job: the demo of the library (see README)
-#   bash dev.sh test    every check: ruff, mypy, the test suite in three legs (numpy 2.x,
-#                       numpy 1.26, and the peer tests against torch and TransformerLens)
+#   bash dev.sh test    every check: ruff, mypy, the docs site (mkdocs build --strict), the test
+#                       suite (docs included) in three legs (numpy 2.x, numpy 1.26, and the peer
+#                       tests against torch and TransformerLens)
 #
 # Each creates or reuses virtual environments (.venv or $VENV; $COMPAT_VENV, $PEER_VENV for the
 # other legs) and installs what they need, Graphviz's `dot` included (through apt-get).
@@ -48,15 +49,16 @@ ensure_system() {
         || { say "circuits needs Python >= 3.10, found $(python3 --version)"; exit 1; }
 }
 
-# ensure_venv DIR [--first SPEC] [EXTRA PIP ARGS...]: create DIR if needed and install the
-# project into it (after SPEC, installed on its own), again whenever pyproject.toml or the
-# arguments change.
+# ensure_venv DIR [--extras LIST] [--first SPEC] [EXTRA PIP ARGS...]: create DIR if needed and
+# install the project with its extras LIST (default dev) into it (after SPEC, installed on its
+# own), again whenever pyproject.toml or the arguments change.
 ensure_venv() {
     local dir=$1; shift
-    local first=()
+    local extras=dev first=()
+    if [ "${1:-}" = --extras ]; then extras=$2; shift 2; fi
     if [ "${1:-}" = --first ]; then first=("$2"); shift 2; fi
     local stamp
-    stamp=$( (cat pyproject.toml; echo "${first[*]} $*") | sha256sum | cut -d' ' -f1)
+    stamp=$( (cat pyproject.toml; echo "$extras ${first[*]} $*") | sha256sum | cut -d' ' -f1)
     [ -x "$dir/bin/python" ] || { say "creating $dir"; python3 -m venv "$dir"; }
     if [ "$(cat "$dir/.installed" 2>/dev/null)" != "$stamp" ]; then
         say "installing circuits into $dir"
@@ -64,7 +66,7 @@ ensure_venv() {
         if [ ${#first[@]} -gt 0 ]; then
             "$dir/bin/python" -m pip install -q --disable-pip-version-check "${first[@]}"
         fi
-        "$dir/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]' "$@"
+        "$dir/bin/python" -m pip install -q --disable-pip-version-check -e ".[$extras]" "$@"
         echo "$stamp" > "$dir/.installed"
     fi
 }
@@ -90,9 +92,10 @@ case "$cmd" in
         ;;
     test)
         ensure_system browser
-        ensure_venv "$VENV"
+        ensure_venv "$VENV" --extras dev,docs
         say "ruff"; "$VENV/bin/python" -m ruff check . && "$VENV/bin/python" -m ruff format --check .
         say "mypy"; "$VENV/bin/python" -m mypy circuits
+        say "mkdocs build --strict (into build/site)"; "$VENV/bin/python" -m mkdocs build --strict
         # the peer tests (marked `peer`, tests/conftest.py) run in their own leg, not skipped here
         run_tests "$VENV/bin/python" -m 'not peer' "$@"
         ensure_venv "$COMPAT_VENV" 'numpy==1.26.*'
@@ -101,7 +104,7 @@ case "$cmd" in
         run_tests "$PEER_VENV/bin/python" -m peer "$@"
         ;;
     *)
-        sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
         [ -z "$cmd" ] || { say "unknown command: $cmd"; exit 2; }
         ;;
 esac
