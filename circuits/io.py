@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -174,9 +175,10 @@ def _read_npz(path: Path) -> tuple[dict[str, NDArray[Any]], str | None]:
     if not zipfile.is_zipfile(path):  # np.load would try other formats, pickle among them
         raise ModelFileError(f"{path}: not a readable .npz file (not a zip archive)")
     try:
+        _check_npy_sizes(path)
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as error:
+    except Exception as error:  # zipfile, zlib and numpy raise many types on a corrupt archive
         reason = (
             "it holds pickled Python objects, which circuits never loads"
             if "pickle" in str(error)
@@ -189,6 +191,30 @@ def _read_npz(path: Path) -> tuple[dict[str, NDArray[Any]], str | None]:
     if header.dtype.kind != "U" or header.ndim != 0:
         raise ModelFileError(f"{path}: malformed {_HEADER_KEY} entry")
     return arrays, str(header)
+
+
+def _check_npy_sizes(path: Path) -> None:
+    """Refuse an array whose ``.npy`` header claims more data than its archive member holds:
+    ``np.load`` would allocate the claimed size first (terabytes, for a lying header)."""
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            with archive.open(info) as member:
+                if member.read(6) != b"\x93NUMPY":
+                    raise ValueError(f"{info.filename} is not a .npy array")
+                member.seek(0)
+                major, _ = np.lib.format.read_magic(member)
+                read_header = (
+                    np.lib.format.read_array_header_1_0
+                    if major == 1
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, _, dtype = read_header(member)
+                claimed = math.prod(shape) * dtype.itemsize
+                if not dtype.hasobject and claimed > info.file_size - member.tell():
+                    raise ValueError(
+                        f"{info.filename} claims shape {list(shape)} of {dtype} ({claimed} bytes) "
+                        f"but holds {info.file_size - member.tell()} bytes"
+                    )
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, NDArray[Any]], str | None]:
