@@ -38,7 +38,7 @@ from numpy.typing import NDArray
 
 from ._arrays import to_numpy
 from .config import TransformerConfig
-from .errors import ConfigError, ModelFileError, UnsupportedModelError
+from .errors import ConfigError, ModelFileError, UnsupportedModelError, WeightError
 
 __all__ = ["from_transformer_lens_dict", "hooked_transformer_overrides", "to_transformer_lens_dict"]
 
@@ -327,6 +327,8 @@ def _read(
 ) -> NDArray[Any]:
     label = label or key
     array = to_numpy(mapping[key], label)
+    if array.dtype.kind not in "biuf":  # strings, bytes, raw records: nothing to stack or compute
+        raise WeightError(f"{label}: expected a real array, got dtype {array.dtype}")
     if array.ndim != ndim:
         raise ModelFileError(f"{label}: expected {ndim} dimensions, got shape {list(array.shape)}")
     return array
