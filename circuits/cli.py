@@ -13,6 +13,7 @@ import itertools
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,7 +35,16 @@ class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line: ``circuits VERB: error: …``."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+#: Characters that would break an error message across lines (``str.splitlines`` splits on each).
+_LINE_BREAKS = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def _one_line(message: str) -> str:
+    """``message`` with line breaks and other control characters written as escapes (``\\n``)."""
+    return _LINE_BREAKS.sub(lambda match: repr(match.group())[1:-1], message)
 
 
 # ---------------------------------------------------------------------- shared pieces
@@ -550,15 +560,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.run(args, print)
     except HeadError as error:  # a head the model does not have: a bad argument
-        print(f"circuits {args.verb}: error: {error}", file=sys.stderr)
+        print(f"circuits {args.verb}: error: {_one_line(str(error))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader of a pipe (e.g. head) stopped early: nothing to say
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - never flushed into the closed pipe
         return 1
     except CircuitsError as error:
-        print(f"circuits {args.verb}: error: {error}", file=sys.stderr)
+        print(f"circuits {args.verb}: error: {_one_line(str(error))}", file=sys.stderr)
         return 1
     except OSError as error:
-        print(f"circuits {args.verb}: error: {error}", file=sys.stderr)
+        print(f"circuits {args.verb}: error: {_one_line(str(error))}", file=sys.stderr)
         return 1
     return 0
