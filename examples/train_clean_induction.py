@@ -3,8 +3,10 @@ r"""Train a clean induction circuit — one previous-token head, one induction h
 Two zoo models come from this script (``--preset``):
 
 * ``attn2l-clean-induction`` — the flagship: 2 layers × 1 head, vocabulary 32 (token 0 is BOS),
-  context 32, ``d_model`` 64, ``d_head`` 32, standard positions, no biases;
-* ``attn2l-tiny-induction`` — small enough to enumerate: vocabulary 8, context 8, ``d_model`` 16.
+  context 16, ``d_model`` 64, ``d_head`` 32, standard positions, no biases, no weight decay;
+* ``attn2l-tiny-induction`` — small enough to enumerate: vocabulary 8, context 8, ``d_model`` 32,
+  ``d_head`` 8; attention-score noise, fillers from sub-alphabets and a composition penalty in
+  training make its circuit one ``circuits.verify.certify`` proves (see :func:`loss_of`).
 
 The model is the library's (``circuits.AttnOnlyTransformer``, the torch module of
 ``train_induction.py``), started from ``AttnOnlyTransformer.random(cfg, seed)`` scaled by
@@ -107,7 +109,10 @@ class TrainingConfig:
 
 PRESETS: dict[str, TrainingConfig] = {
     "flagship": TrainingConfig(
-        checkpoints=(0, 50, 100, 150, 200, 250, 300, 350, 400, 450, 500, 600, 800, 1200, 2000, 3000)
+        n_ctx=16,
+        weight_decay=0.0,
+        score_noise=0.0,
+        checkpoints=(*range(0, 501, 50), 600, 800, 1200, 2000, 3000),
     ),
     "tiny": TrainingConfig(
         name="attn2l-tiny-induction",
@@ -119,7 +124,7 @@ PRESETS: dict[str, TrainingConfig] = {
         score_noise=2.0,
         narrow_share=0.5,
         composition_penalty=0.01,
-        checkpoints=(0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1200, 1500, 2000, 3000),
+        checkpoints=(*range(0, 1001, 100), 1200, 1500, 2000, 3000),
     ),
 }
 

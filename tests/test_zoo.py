@@ -135,3 +135,54 @@ def test_training_script_is_the_library_model_and_reproducible(
     assert saved.metadata["head_roles"] == roles
     assert saved.bos_token == 0
     assert summary["export_max_abs_logit_error"] < 1e-5
+
+
+# ------------------------------------------------------------------------------ checkpoints
+CHECKPOINTED = ("attn2l-clean-induction", "attn2l-tiny-induction")
+
+
+@pytest.mark.parametrize("name", CHECKPOINTED)
+def test_checkpoints_span_the_run_and_end_at_the_model(name: str) -> None:
+    steps = zoo.steps(name)
+    assert 10 <= len(steps) <= 20
+    assert steps == sorted(set(steps)) and steps[0] == 0
+    assert steps[-1] == zoo.info(name)["training"]["steps"]
+    final, last = zoo.load(name), zoo.load(name, step=steps[-1])
+    for weight, array in final.parameters().items():
+        np.testing.assert_array_equal(last.parameters()[weight], array)
+    for step in (steps[0], steps[len(steps) // 2]):
+        checkpoint = zoo.load(name, step=step, dtype=np.float64)
+        assert checkpoint.metadata["step"] == step
+        assert checkpoint.cfg == final.cfg and checkpoint.dtype == np.float64
+    first = zoo.load(name, step=steps[0]).parameters()["W_E"]
+    assert not np.array_equal(first, final.parameters()["W_E"])  # the run did change the weights
+
+
+def test_a_model_without_checkpoints_has_no_steps() -> None:
+    assert zoo.steps(NAME) == []
+    with pytest.raises(circuits.errors.ZooError, match=r"steps: \[\]"):
+        zoo.load(NAME, step=0)
+
+
+@pytest.mark.parametrize("bad", [-1, 1, 10**9, "0", 0.0, True, None])
+def test_unknown_steps_raise_zoo_error(bad: object) -> None:
+    name = CHECKPOINTED[1]
+    if bad is None:  # step=None is the trained model, not an error
+        assert zoo.load(name, step=None).metadata["step"] == zoo.steps(name)[-1]
+        return
+    with pytest.raises(circuits.errors.ZooError, match="no checkpoint") as caught:
+        zoo.load(name, step=bad)  # type: ignore[arg-type]
+    assert repr(bad) in str(caught.value) and str(zoo.steps(name)[1]) in str(caught.value)
+
+
+def test_unknown_names_raise_zoo_error_for_steps() -> None:
+    with pytest.raises(circuits.errors.ZooError, match="available"):
+        zoo.steps("no-such-model")
+
+
+def test_package_data_is_small() -> None:
+    root = resources.files("circuits.zoo")
+    with resources.as_file(root) as folder:
+        files = [p for p in Path(folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    assert {p.suffix for p in files} <= {".py", ".json", ".safetensors"}
+    assert sum(p.stat().st_size for p in files) < 20_000_000
