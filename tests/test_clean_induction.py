@@ -288,10 +288,10 @@ def test_tiny_model_certificate_follows_the_phase_change() -> None:
 
 @pytest.mark.parametrize(("preset", "name"), [("flagship", FLAGSHIP), ("tiny", TINY)])
 def test_presets_are_the_shipped_runs(
-    monkeypatch: pytest.MonkeyPatch, preset: str, name: str
+    monkeypatch: pytest.MonkeyPatch, torch: Any, preset: str, name: str
 ) -> None:
-    """``--preset`` reproduces the config recorded on each card, checkpoints included."""
-    pytest.importorskip("torch")
+    """``--preset`` reproduces the config recorded on each card, checkpoints included (a peer
+    test: the script imports torch)."""
     script = training_script(monkeypatch)
     config = dataclasses.asdict(script.PRESETS[preset])
     config["checkpoints"] = list(config["checkpoints"])
