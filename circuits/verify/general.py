@@ -647,7 +647,9 @@ def _scores_by_previous(
     here the score is bounded for each ``u`` and the largest kept. A union over ``u`` of keys that
     each point one way (a previous-token head's output) is a box much larger than any of them, so
     bounding the score before taking the union is much tighter. At ``j = 1`` the previous token is
-    BOS; elsewhere it is ordinary and not ``a`` (which occurs only at ``p`` and ``i``).
+    BOS; elsewhere it is ordinary and not ``a`` (which occurs only at ``p`` and ``i``). The
+    fillers' scores, every filler state ``(j, u)`` against every query ``(p, a)``, are one interval
+    matrix product (midpoint-radius, :func:`~circuits.verify._intervals.matmul_boxes`).
     """
     V = states.lo.shape[1]
     bos = int(np.flatnonzero(~ordinary)[0])
@@ -677,12 +679,20 @@ def _scores_by_previous(
     at_i = Box(states.lo[i][None, :, :, sk], states.hi[i][None, :, :, sk])  # [1, a, u, k]
     s_i = best(dot(q, at_i).scaled(scale).hi, allowed(np.array([i])))
     s_i = np.where((ps == i - 1)[:, None], -np.inf, s_i)[:, :, None]
+    # fillers at 1 … i−1, every (j, u) against every (p, a) at once: one interval matrix product
+    n_p, m_q = query.lo.shape[0], sk.stop - sk.start
+    flat_q = Box(query.lo[..., sq].reshape(n_p * V, m_q), query.hi[..., sq].reshape(n_p * V, m_q))
+    keys = Box(
+        by_previous.lo[1:i, :, sk].reshape(-1, m_q).T.copy(),
+        by_previous.hi[1:i, :, sk].reshape(-1, m_q).T.copy(),
+    )
+    s_fill = matmul_boxes(flat_q, keys).scaled(scale).hi.reshape(n_p, V, i - 1, V)  # [p, a, j, u]
+    keep = np.transpose(allowed(np.arange(1, i)), (1, 0, 2))[None]  # [1, a, j, u]
+    s_fill = best(s_fill, keep)  # [p, a, j]
     fillers = []
     for j in range(1, i):  # a filler key j is neither p nor p + 1
-        key = Box(by_previous.lo[j][None, None, :, sk], by_previous.hi[j][None, None, :, sk])
-        s_j = best(dot(q, key).scaled(scale).hi, allowed(np.array([j])))
         not_case = (ps != j) & (ps + 1 != j)
-        fillers.append(np.where(not_case[:, None], s_j, -np.inf)[:, :, None])
+        fillers.append(np.where(not_case[:, None], s_fill[:, :, j - 1], -np.inf)[:, :, None])
     return [s_p, s_start, s_i, *fillers]
 
 
