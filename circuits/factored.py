@@ -133,11 +133,15 @@ class FactoredMatrix:
         items = [_index_item(item) for item in (index if isinstance(index, tuple) else (index,))]
         if any(item is Ellipsis for item in items):
             if sum(item is Ellipsis for item in items) > 1:
-                raise ShapeError(f"M[{index!r}]: an index can have only one ellipsis (...)")
+                raise ShapeError(
+                    f"M[{_index_text(index)}]: an index can have only one ellipsis (...)"
+                )
             at = items.index(Ellipsis)
             fill = lead + 3 - len(items)
             if fill < 0:
-                raise ShapeError(f"M[{index!r}]: too many indices for a {self.shape} matrix")
+                raise ShapeError(
+                    f"M[{_index_text(index)}]: too many indices for a {self.shape} matrix"
+                )
             items[at : at + 1] = [slice(None)] * fill
         rows: Any
         cols: Any
@@ -167,7 +171,7 @@ class FactoredMatrix:
             a, b = self.A[tuple(leading) + whole], self.B[tuple(leading) + whole]
             a, b = a[..., rows, :], b[..., :, cols]
         except (IndexError, TypeError, ValueError) as error:
-            raise ShapeError(f"M[{index!r}] of a {self.shape} matrix: {error}") from None
+            raise ShapeError(f"M[{_index_text(index)}] of a {self.shape} matrix: {error}") from None
         if not (row_int or col_int):
             return FactoredMatrix(a, b)
         dense = a @ b
@@ -470,3 +474,9 @@ def _in_dtype(values: NDArray[Any], dtype: np.dtype[Any], what: str) -> FloatArr
         raise NumericalError(f"the {what} exceed the range of {dtype}: use float64 factors")
     result: FloatArray = values.astype(dtype)
     return result
+
+
+def _index_text(index: object) -> str:
+    """An index as it was written inside the brackets: ``M[5, 0]``, not ``M[(5, 0)]``."""
+    items = index if isinstance(index, tuple) else (index,)
+    return ", ".join("..." if item is Ellipsis else repr(item) for item in items)
