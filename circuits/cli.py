@@ -1,5 +1,5 @@
 """The ``circuits`` command (``python -m circuits``): demo, render, analyze, expand, certify,
-training-run.
+report, training-run.
 
 Every verb has ``--help``. MODEL is a file written by ``circuits.save`` or a TransformerLens state
 dict (``.npz``, ``.safetensors``). Errors print one line and exit with status 1 (2 for bad
@@ -51,7 +51,14 @@ def _one_line(message: str) -> str:
 def _load_model(args: argparse.Namespace) -> AttnOnlyTransformer:
     overrides = {
         name: getattr(args, name)
-        for name in ("n_ctx", "attn_scale", "positional_embedding_type", "bos_token")
+        for name in (
+            "n_ctx",
+            "attn_scale",
+            "positional_embedding_type",
+            "normalization_type",
+            "eps",
+            "bos_token",
+        )
         if getattr(args, name) is not None
     }
     return _model(args.model, **overrides)
@@ -422,6 +429,29 @@ def _print_certificate(certificate: object, args: argparse.Namespace, out: Print
         out(str(certificate))
 
 
+def report(args: argparse.Namespace, out: Printer) -> None:
+    """Write MODEL's report: one HTML page that works offline — its card, circuit diagram, heads
+    with their roles and scores, composition against the random baseline, an interactive
+    attention view of a sequence, the top path and QK terms at a position, and the certificate
+    where one exists (the closed form for a canonical construction; for any other 2-layer model
+    with --certify-n-ctx)."""
+    from .reporting import report as make_report
+
+    model = _load_model(args)
+    tokens = None if args.tokens is None else [int(t) for t in _parse_tokens(args.tokens)]
+    if args.head is not None:
+        _head(model, args.head, "--head")
+    page = make_report(
+        model,
+        tokens=tokens,
+        position=args.position,
+        head=args.head,
+        seed=args.seed,
+        certify_n_ctx=args.certify_n_ctx,
+    )
+    out(f"wrote {page.save(args.out)}")
+
+
 def training_run(args: argparse.Namespace, out: Printer) -> None:
     """The training run of a zoo model through its checkpoints: loss on repeated and unrepeated
     tokens, in-context-learning score, the best previous-token and induction head's scores, their
@@ -464,6 +494,12 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
         "--positional-embedding-type", choices=("standard", "shortformer", "none"),
         help="how positions enter (default standard)",
     )  # fmt: skip
+    group.add_argument(
+        "--normalization-type", choices=("LN", "LNPre", "RMS", "RMSPre"),
+        help="LayerNorm before each layer and the unembedding (LN and RMS are seen in the keys; "
+        "LNPre and RMSPre, without weights, must be given)",
+    )  # fmt: skip
+    group.add_argument("--eps", type=float, help="the normalisation's epsilon (default 1e-5)")
     group.add_argument("--bos-token", type=int, help="id of the start-of-sequence token")
 
 
@@ -542,6 +578,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", action="store_true",
                    help="certify MODEL from its weights even when it is a canonical construction")  # fmt: skip
     p.set_defaults(run=certify)
+
+    p = verbs.add_parser("report", help="an interactive HTML page of a model, offline",
+                         description=report.__doc__)  # fmt: skip
+    _model_arguments(p)
+    p.add_argument("--out", required=True,
+                   help="a directory (for report.html) or an .html file")  # fmt: skip
+    p.add_argument("--tokens", help="the sequence shown, e.g. '0 5 3 5' (default: BOS and a "
+                   "random run repeated)")  # fmt: skip
+    p.add_argument("--position", type=int, metavar="I", help="query position of the term tables")
+    p.add_argument("--head", help="head of the QK terms and the drawn pattern, e.g. 1.0")
+    p.add_argument("--seed", type=int, default=0, help="seed of the default sequence (0)")
+    p.add_argument("--certify-n-ctx", type=int, metavar="N",
+                   help="certify a non-canonical 2-layer model on sequences of ≤ N tokens "
+                   "(can take minutes)")  # fmt: skip
+    p.set_defaults(run=report)
 
     p = verbs.add_parser("training-run", help="a zoo model's training run through its checkpoints",
                          description=training_run.__doc__)  # fmt: skip

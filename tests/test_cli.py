@@ -44,13 +44,14 @@ def model_file(request: pytest.FixtureRequest, tmp_path: Path, model: AttnOnlyTr
     return save(model, tmp_path / f"model{request.param}")
 
 
-@pytest.mark.parametrize("verb", ["", "demo", "render", "analyze", "expand", "certify"])
+@pytest.mark.parametrize("verb", ["", "demo", "render", "analyze", "expand", "certify", "report"])
 def test_every_verb_has_help(capsys: pytest.CaptureFixture[str], verb: str) -> None:
     code, out, _ = run(capsys, *([verb] if verb else []), "--help")
     assert code == 0 and out.startswith("usage: circuits")
     for word in {"": ["demo", "render", "analyze"], "demo": ["--out"], "render": ["--out",
                  "--highlight", "--n-ctx"], "analyze": ["--json"], "expand": ["--latex", "--order"],
-                 "certify": ["--vocab-size", "--coherence"]}[verb]:  # fmt: skip
+                 "certify": ["--vocab-size", "--coherence"],
+                 "report": ["--out", "--tokens", "--certify-n-ctx"]}[verb]:  # fmt: skip
         assert word in out
 
 
@@ -299,3 +300,63 @@ def test_python_dash_m_runs_the_command() -> None:
     )
     assert result.returncode == 1
     assert result.stderr == "circuits analyze: error: missing.npz: no such file\n"
+
+
+def test_report_writes_one_page_of_the_model(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, model_file: Path
+) -> None:
+    code, out, err = run(
+        capsys, "report", str(model_file), "--out", str(tmp_path / "r"), "--tokens", "0 3 5 3 5",
+        "--head", "1.1",
+    )  # fmt: skip
+    page = tmp_path / "r" / "report.html"
+    assert code == 0 and err == "" and out.strip() == f"wrote {page}"
+    html = page.read_text(encoding="utf-8")
+    assert html.startswith("<!DOCTYPE html>") and "1.1" in html
+    assert "<script src=" not in html and "http://" not in html.split("</style>")[0]
+
+
+def test_report_of_a_zoo_model_to_a_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, _ = run(capsys, "report", "attn2l-induction", "--out", str(tmp_path / "zoo.html"))
+    assert code == 0 and (tmp_path / "zoo.html").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "message"),
+    [
+        (["--head", "1.9"], 2, "--head: the model has no head 1.9"),
+        (["--tokens", "0 5 x"], 1, "--tokens: expected token ids"),
+        (["--tokens", "0 99"], 1, "outside the vocabulary"),
+    ],
+)
+def test_report_errors_are_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, model_file: Path, argv: list[str],
+    status: int, message: str,
+) -> None:  # fmt: skip
+    code, _, err = run(capsys, "report", str(model_file), "--out", str(tmp_path / "r"), *argv)
+    assert code == status and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_layer_norm_state_dict_is_read_with_its_normalisation(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """An LNPre state dict has no key saying so: --normalization-type gives it."""
+    from circuits import TransformerConfig
+
+    cfg = TransformerConfig(2, 2, 8, 4, 6, 5, normalization_type="LNPre", eps=1e-3)
+    lnpre = AttnOnlyTransformer.random(cfg, seed=3)
+    path = tmp_path / "tl.npz"
+    np.savez(path, **lnpre.to_transformer_lens())
+    argv = [str(path), "--normalization-type", "LNPre", "--eps", "0.001"]
+    code, out, _ = run(capsys, "expand", *argv, "--tokens", "0 3 1 4", "--position", "2")
+    assert code == 0, out
+    from circuits.cli import _load_model, build_parser
+
+    read = _load_model(build_parser().parse_args(["expand", *argv]))
+    tokens = np.array([0, 3, 1, 4])
+    np.testing.assert_array_equal(read(tokens), lnpre(tokens))
+    plain = AttnOnlyTransformer.from_transformer_lens(lnpre.to_transformer_lens())  # read as no LN
+    assert not np.allclose(plain(tokens), lnpre(tokens))
