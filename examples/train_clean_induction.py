@@ -3,7 +3,7 @@ r"""Train a clean induction circuit — one previous-token head, one induction h
 Two zoo models come from this script (``--preset``):
 
 * ``attn2l-clean-induction`` — the flagship: 2 layers × 1 head, vocabulary 32 (token 0 is BOS),
-  context 16, ``d_model`` 64, ``d_head`` 32, standard positions, no biases, no weight decay;
+  context 16, ``d_model`` 64, ``d_head`` 8, standard positions, no biases, no weight decay;
 * ``attn2l-tiny-induction`` — small enough to enumerate: vocabulary 8, context 8, ``d_model`` 32,
   ``d_head`` 8; attention-score noise, fillers from sub-alphabets and a composition penalty in
   training make its circuit one ``circuits.verify.certify`` proves (see :func:`loss_of`).
@@ -109,9 +109,12 @@ class TrainingConfig:
 
 PRESETS: dict[str, TrainingConfig] = {
     "flagship": TrainingConfig(
+        seed=2,
         n_ctx=16,
+        d_head=8,
         weight_decay=0.0,
         score_noise=0.0,
+        composition_penalty=0.01,
         checkpoints=(*range(0, 501, 50), 600, 800, 1200, 2000, 3000),
     ),
     "tiny": TrainingConfig(

@@ -14,7 +14,7 @@ training config and a summary of the training log.
 A model trained with checkpoints also ships them, as ``checkpoints/<name>/step-<step>.safetensors``:
 :func:`steps` lists them and ``load(name, step=...)`` loads one (the last step is the model itself).
 
-``attn2l-clean-induction`` is the flagship: 2 layers × 1 head (d_model 64, d_head 32, vocabulary
+``attn2l-clean-induction`` is the flagship: 2 layers × 1 head (d_model 64, d_head 8, vocabulary
 32, context 16, standard positions, no biases), trained on the induction family by
 ``examples/train_clean_induction.py``: a previous-token head 0.0 and an induction head 1.0, right
 on the family at every length; its card (:func:`info`, key ``"measured"``) holds the figures.
