@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -99,7 +100,10 @@ def causal_softmax(scores: FloatArray) -> FloatArray:
 
     :math:`A_{ij} = e^{s_{ij} - m_i} / \sum_{j' \le i} e^{s_{ij'} - m_i}` with
     :math:`m_i = \max_{j \le i} s_{ij}`: subtracting the row maximum keeps every exponent ≤ 0, so
-    scores of any finite size (1e6 and beyond) give finite patterns.
+    scores of any finite size (1e6 and beyond) give finite patterns. A score of :math:`+\infty` or
+    NaN (weights that overflow the dtype) is a :class:`~circuits.errors.NumericalError`; a score
+    of :math:`-\infty` weighs 0, as does any score far below its row's maximum. Computed in place
+    in one array the size of the scores.
     """
     values = as_real_array(scores, "scores", finite=False, copy=False)
     if values.ndim < 2 or not 1 <= values.shape[-2] <= values.shape[-1]:
@@ -109,13 +113,15 @@ def causal_softmax(scores: FloatArray) -> FloatArray:
         )
     n_q, n_k = values.shape[-2:]
     allowed = np.tril(np.ones((n_q, n_k), dtype=bool), k=n_k - n_q)
-    if not np.all(np.isfinite(values[..., allowed])):
+    weights = np.where(allowed, values, -np.inf)
+    top = weights.max(axis=-1, keepdims=True)
+    if not np.all(np.isfinite(top)):  # +inf or NaN somewhere in the row, or no finite score
         raise NumericalError("attention scores are not finite (the weights overflow this dtype)")
-    masked = np.where(allowed, values, -np.inf)
     with np.errstate(over="ignore"):  # a difference beyond the range is -inf: weight exactly 0
-        shifted = masked - masked.max(axis=-1, keepdims=True)
-    weights = np.exp(shifted)
-    result: FloatArray = weights / weights.sum(axis=-1, keepdims=True)
+        np.subtract(weights, top, out=weights)
+    np.exp(weights, out=weights)
+    weights /= weights.sum(axis=-1, keepdims=True)
+    result: FloatArray = weights
     return result
 
 
@@ -463,14 +469,14 @@ class AttnOnlyTransformer:
     def _run(self, tokens: IntArray, *, keep: bool) -> tuple[FloatArray, ActivationCache | None]:
         # overflow is detected (causal_softmax, final check) and reported as NumericalError
         with np.errstate(over="ignore", invalid="ignore"):
-            logits, cache = self._run_unchecked(tokens, keep=keep)
-        if not all_finite(logits):
+            logits, cache, bounded = self._run_unchecked(tokens, keep=keep)
+        if not (bounded or all_finite(logits)):
             raise NumericalError("logits are not finite (the weights overflow this dtype)")
         return logits, cache
 
     def _run_unchecked(
         self, tokens: IntArray, *, keep: bool
-    ) -> tuple[FloatArray, ActivationCache | None]:
+    ) -> tuple[FloatArray, ActivationCache | None, bool]:
         cfg = self.cfg
         B, n = tokens.shape
         H, k = cfg.n_heads, cfg.d_head
@@ -497,12 +503,10 @@ class AttnOnlyTransformer:
                 patterns_all.append(pattern)
                 z_all.append(z)
         read, scale = self.normalize(x, cfg.n_layers)
-        # [B, n, V]: the largest array, made by one GEMM over all B·n positions (not B of them),
-        # the bias then added in place
-        logits: FloatArray = (read.reshape(B * n, cfg.d_model) @ self.W_U.T).reshape(B, n, -1)
-        logits += self.b_U
+        flat, bounded = self._unembed(read.reshape(B * n, cfg.d_model))  # [B·n, V]
+        logits = flat.reshape(B, n, cfg.d_vocab)
         if not keep:
-            return logits, None
+            return logits, None, bounded
         cache = ActivationCache(
             model=self,
             tokens=tokens,
@@ -512,7 +516,32 @@ class AttnOnlyTransformer:
             _patterns=tuple(patterns_all),
             _z=tuple(z_all),
         )
-        return logits, cache
+        return logits, cache, bounded
+
+    def _unembed(self, read: FloatArray) -> tuple[FloatArray, bool]:
+        r"""``read @ W_Uᵀ + b_U`` for ``read`` ``[N, d_model]``, and whether it is proved finite.
+
+        One GEMM of ``[read | 1]`` by ``[W_U | b_U]ᵀ``: the bias rides in the product, so the
+        ``[N, d_vocab]`` logits (the largest array of the pass) are written once and never read
+        again. Every logit and every partial sum of it is at most
+        :math:`\|[x \mid 1]\|_2 \max_t \|[W_U \mid b_U]_t\|_2` (Cauchy–Schwarz), so below half
+        the dtype's range none can overflow, and no pass over the logits has to check them.
+        """
+        unembedding, largest_row = self._augmented_unembedding
+        x = np.empty((read.shape[0], read.shape[1] + 1), dtype=unembedding.dtype)
+        x[:, :-1] = read
+        x[:, -1] = 1
+        logits: FloatArray = x @ unembedding.T
+        with np.errstate(over="ignore", invalid="ignore"):
+            norm = float(np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64).max()))
+            bounded = norm * largest_row < float(np.finfo(unembedding.dtype).max) / 2
+        return logits, bool(bounded)
+
+    @cached_property
+    def _augmented_unembedding(self) -> tuple[FloatArray, float]:
+        """``[W_U | b_U]`` ``[d_vocab, d_model + 1]`` and the largest norm of its rows (float64)."""
+        W = np.concatenate([self.W_U, self.b_U[:, None]], axis=1)
+        return W, float(np.sqrt(np.einsum("ij,ij->i", W, W, dtype=np.float64).max()))
 
     def normalize(self, x: FloatArray, layer: int) -> tuple[FloatArray, FloatArray]:
         r"""What the heads of ``layer`` read from the stream ``x`` ``[..., d]`` (``layer = n_layers``:

@@ -427,3 +427,38 @@ def test_the_finiteness_check_agrees_with_numpy(values: list[float]) -> None:
 
     array = np.array(values, dtype=np.float32)
     assert all_finite(array) == bool(np.all(np.isfinite(array)))
+
+
+def test_overflowing_logits_raise_and_large_finite_ones_do_not() -> None:
+    """The unembedding's a-priori bound decides most passes; where it cannot, the logits are
+    checked entry by entry, so an overflow is still a NumericalError and a large finite logit
+    is not."""
+    cfg = TransformerConfig(1, 1, 4, 2, 5, 4)
+    model = AttnOnlyTransformer.random(cfg, seed=1, dtype=np.float32)
+    tokens = np.array([0, 1, 2])
+    huge = model.replace(
+        W_U=np.full((5, 4), 3e38, dtype=np.float32), W_E=np.ones((4, 5), np.float32)
+    )
+    with pytest.raises(NumericalError, match="logits are not finite"):
+        huge(tokens)
+    # rows of norm ~ 1e38 against a stream of norm ~ 2: past the bound, yet every logit finite
+    large = model.replace(
+        W_U=np.diag([1e38, 0, 0, 0]).astype(np.float32)[[0, 1, 2, 3, 0]],
+        W_E=np.full((4, 5), 0.5, np.float32), W_O=np.zeros_like(model.W_O),
+    )  # fmt: skip
+    assert np.all(np.isfinite(large(tokens)))
+
+
+def test_softmax_weighs_minus_infinity_zero_and_refuses_plus_infinity_and_nan() -> None:
+    scores = np.array([[0.0, 0.0, 0.0], [1.0, -np.inf, 0.0], [2.0, 0.0, 1.0]])
+    pattern = causal_softmax(scores)
+    np.testing.assert_array_equal(pattern[1], [1.0, 0.0, 0.0])  # key 1 weighs 0, key 2 is masked
+    np.testing.assert_allclose(pattern.sum(-1), 1.0)
+    for bad in (np.inf, np.nan):
+        broken = scores.copy()
+        broken[2, 1] = bad
+        with pytest.raises(NumericalError, match="not finite"):
+            causal_softmax(broken)
+    masked_out = scores.copy()
+    masked_out[0, 2] = np.nan  # above the diagonal: never read
+    np.testing.assert_array_equal(causal_softmax(masked_out), pattern)
