@@ -468,7 +468,7 @@ def training_run(args: argparse.Namespace, out: Printer) -> None:
         from .verify import certify as certify_weights
 
         def certified(model: AttnOnlyTransformer) -> float:
-            return certify_weights(model, n_ctx=args.certify_n_ctx).accuracy_bound
+            return certify_weights(model, n_ctx=args.certify_n_ctx, progress=False).accuracy_bound
 
         extra[f"certified acc (n≤{args.certify_n_ctx})"] = certified
     run = measure(checkpoints, seq_len=args.seq_len, extra=extra)

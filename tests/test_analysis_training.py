@@ -83,6 +83,19 @@ def test_extra_scalars_are_measured_per_step() -> None:
     assert json.loads(json.dumps(measured.to_dict()))["steps"] == sorted(checkpoints)
 
 
+def test_progress_counts_the_checkpoints() -> None:
+    import io
+
+    name = NAMES[1]
+    checkpoints = {step: zoo.load(name, step=step) for step in zoo.steps(name)[:3]}
+    stream = io.StringIO()
+    training_run(checkpoints, progress=stream)
+    last = stream.getvalue().split("\r")[-1]
+    assert last.startswith("training run: 100%") and "| 3/3 [" in last
+    with pytest.raises(AnalysisError, match="progress: expected True, False or a text stream"):
+        training_run(checkpoints, progress=1)  # type: ignore[arg-type]
+
+
 def test_bad_input_is_refused() -> None:
     model = zoo.load(NAMES[1])
     other = zoo.load(NAMES[0])

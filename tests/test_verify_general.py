@@ -219,3 +219,19 @@ def test_perturbed_canonical_models_keep_a_strong_certificate() -> None:
     sequence = np.array([0, 5, 7, 2, 9, 3, 7])  # a = 7 at p = 2: the answer is 2
     logits = model(sequence)[-1]
     assert cert.bound <= np.exp(logits[2] - logits.max()) / np.exp(logits - logits.max()).sum()
+
+
+def test_certify_draws_its_progress_where_asked_and_refuses_a_bad_stream(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import io
+
+    stream = io.StringIO()
+    certify(induction_model(4, 6), progress=stream)
+    last = stream.getvalue().split("\r")[-1]
+    total = sum(i * i for i in range(2, 6))  # one step per (p, key) pair of each query position
+    assert last.startswith("certify: 100%") and f"| {total}/{total} [" in last
+    certify(induction_model(4, 6))  # progress=True, but stderr is captured, not a terminal
+    assert capsys.readouterr().err == ""
+    with pytest.raises(VerificationError, match="progress: expected True, False or a text stream"):
+        certify(induction_model(4, 6), progress="yes")  # type: ignore[arg-type]

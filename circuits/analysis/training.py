@@ -27,13 +27,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .._arrays import FloatArray
 from .._checks import is_int
+from .._progress import Progress, progress_stream
 from ..errors import AnalysisError
 from ..model import AttnOnlyTransformer
 from .ablation import next_token_loss
@@ -103,12 +104,16 @@ def training_run(
     n_samples: int = 32,
     seed: int = 0,
     extra: Mapping[str, Callable[[AttnOnlyTransformer], float]] | None = None,
+    progress: bool | IO[str] = True,
 ) -> TrainingRun:
     """Measure every checkpoint of a 2-layer run (module doc); ``extra`` maps names to scalars.
 
     The checkpoints must share one config. ``seq_len`` is the run length ``s`` of the repeated
     sequences (default: the longest that fits the context and vocabulary, at most 64).
+    ``progress`` draws a bar of the checkpoints done (tqdm) on stderr when it is a terminal, or on
+    the stream given; ``False`` draws none.
     """
+    stream = progress_stream(progress, AnalysisError)
     if not isinstance(checkpoints, Mapping) or not checkpoints:
         raise AnalysisError("training_run: expected a non-empty mapping {step: model}")
     steps = sorted(checkpoints)
@@ -139,6 +144,7 @@ def training_run(
     rows: dict[str, list[Any]] = {
         key: [] for key in ("rep", "unrep", "icl", "prev", "ind", "k", *functions)
     }
+    bar = Progress(len(steps), stream, "training run", "checkpoint")
     for step in steps:
         model = _wide(checkpoints[step])
         logits = model.forward(tokens)
@@ -154,6 +160,8 @@ def training_run(
         rows["k"].append(composition_scores(model, "K")[0, :, 1, :])
         for name, function in functions.items():
             rows[name].append(float(function(checkpoints[step])))
+        bar.update(1)
+    bar.close()
     return TrainingRun(
         steps=np.array(steps, dtype=np.intp),
         loss_repeated=np.array(rows["rep"]),

@@ -44,10 +44,11 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
+from .._progress import Progress, progress_stream
 from ..errors import VerificationError
 from ..model import AttnOnlyTransformer
 from ._intervals import Array, Box, dot, down, exp_bound, matmul, matmul_boxes, sum_down, sum_up, up
@@ -858,12 +859,17 @@ def _case_count(i: int, p: int, vocab: int) -> int:
     return int((vocab - 2) ** (i + 1 - fixed))
 
 
-def certify(model: AttnOnlyTransformer, n_ctx: int | None = None) -> ModelCertificate:
+def certify(
+    model: AttnOnlyTransformer, n_ctx: int | None = None, *, progress: bool | IO[str] = True
+) -> ModelCertificate:
     """Proved bounds on P(correct next token) over the induction family, for any 2-layer model.
 
     ``n_ctx`` limits the family's length (default: the model's). The method is in the module
     doc: per case ``(i, p, a, c)``, every filler at once, in interval arithmetic rounded outward.
+    ``progress`` draws a bar of the query positions done (tqdm) on stderr when it is a terminal,
+    or on the stream given; ``False`` draws none.
     """
+    stream = progress_stream(progress, VerificationError)
     model, length, bos = _checked(model, n_ctx)
     w = _Weights.of(model, length)
     V = model.cfg.d_vocab
@@ -881,8 +887,10 @@ def certify(model: AttnOnlyTransformer, n_ctx: int | None = None) -> ModelCertif
     least, worst, error = np.inf, (0, 0, 0, 0), 0.0
     proved_total, family_size, cases = 0, 0, 0
     max_eps = [0.0] * w.W_Q.shape[1]
+    bar = Progress(sum(i * i for i in range(2, n)), stream, "certify", "pair")
     for i in range(2, n):
         qb = _query(i, states, query_states, unions, fun, const, w, ordinary)
+        bar.update(i * i)  # the work of a query position grows with its (p, key) pairs
         prob = np.where(qb.valid, qb.probability, np.inf)
         for row, p in enumerate(range(1, i)):
             valid = qb.valid[row]
@@ -901,6 +909,7 @@ def certify(model: AttnOnlyTransformer, n_ctx: int | None = None) -> ModelCertif
         by_token = np.minimum(by_token, prob.min(axis=(0, 2)))
         for g, eps in enumerate(qb.eps):
             max_eps[g] = max(max_eps[g], float(np.where(qb.valid, eps, 0.0).max()))
+    bar.close()
     by_token[~ordinary] = np.nan
     accuracy = float_down(Fraction(proved_total, family_size))
     steps = (

@@ -12,7 +12,6 @@ right answer is ``t_{p+1}``; ``P(correct)`` is the softmax of the last position'
 from __future__ import annotations
 
 import itertools
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -22,6 +21,7 @@ from numpy.typing import NDArray
 
 from .._arrays import FloatArray
 from .._checks import checked_int, is_int, random_generator
+from .._progress import Progress, progress_stream
 from ..errors import VerificationError
 from ..model import AttnOnlyTransformer, token_ids
 
@@ -108,40 +108,6 @@ def _family_chunks(
         yield block.shape[0], tokens[valid]
 
 
-# ---------------------------------------------------------------------- progress
-class _Progress:
-    """A tqdm progress bar on ``stream``, or nothing when ``stream`` is ``None``."""
-
-    def __init__(self, total: int, stream: IO[str] | None, label: str, unit: str) -> None:
-        self.bar: Any = None
-        if stream is not None:
-            from tqdm import tqdm  # type: ignore[import-untyped]  # only when a bar is drawn
-
-            self.bar = tqdm(total=total, desc=label, unit=unit, file=stream, mininterval=0.2)
-
-    def update(self, count: int) -> None:
-        if self.bar is not None:
-            self.bar.update(count)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _stream(progress: bool | IO[str]) -> IO[str] | None:
-    """Where a bar is drawn: stderr for ``True`` when it is a terminal (never into a log or a
-    pipe), the stream given, or nowhere."""
-    if progress is True:
-        return sys.stderr if sys.stderr is not None and sys.stderr.isatty() else None
-    if progress is False or progress is None:
-        return None
-    if not callable(getattr(progress, "write", None)):
-        raise VerificationError(
-            f"progress: expected True, False or a text stream, got {progress!r}"
-        )
-    return progress
-
-
 # ---------------------------------------------------------------------- brute force
 @dataclass(frozen=True)
 class Counterexample:
@@ -203,7 +169,7 @@ def brute_force(
     length = model.cfg.n_ctx if max_length is None else max_length
     shortest = 3 if bos else 2
     checked_int(batch, "batch", 1, VerificationError)
-    stream = _stream(progress)
+    stream = progress_stream(progress, VerificationError)
     if not (is_int(length) and shortest <= length <= model.cfg.n_ctx):
         raise VerificationError(
             f"max_length must be in [{shortest}, n_ctx={model.cfg.n_ctx}], got {max_length!r}"
@@ -215,7 +181,7 @@ def brute_force(
             f"{sum(sizes)} candidate sequences exceed max_sequences={max_sequences}; "
             "lower max_length or use adversarial_search"
         )
-    bar = _Progress(sum(sizes), stream, "brute force", "seq")
+    bar = Progress(sum(sizes), stream, "brute force", "seq")
     all_p, worst, worst_p, failures, first = [], np.zeros(0, np.intp), np.inf, 0, None
     for L in range(shortest, length + 1):
         for examined, tokens in _family_chunks(ordinary, bos_token, bos, L, batch):
@@ -337,10 +303,10 @@ def adversarial_search(
         ("population", population, 1),
     ):
         checked_int(value, name, least, VerificationError)
-    stream = _stream(progress)
+    stream = progress_stream(progress, VerificationError)
     rng = random_generator(seed)
     best_p, best_tokens, evaluations = np.inf, np.zeros(0, np.intp), 0
-    bar = _Progress(restarts * (steps + 1), stream, "adversarial search", "round")
+    bar = Progress(restarts * (steps + 1), stream, "adversarial search", "round")
     for _ in range(restarts):
         current = _random_member(rng, ordinary, bos_token, L)
         current_p = float(_probabilities(model, current[None])[0])
