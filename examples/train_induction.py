@@ -174,15 +174,23 @@ def learning_rate(step: int, cfg: TrainingConfig) -> float:
     return cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
 
 
-def progress_bar(step: int, total: int, start: float, text: str, width: int = 30) -> None:
-    """Redraw a one-line text progress bar on stderr."""
-    done = (step + 1) / total
-    elapsed = time.perf_counter() - start
-    eta = elapsed / done - elapsed
-    bar = "#" * int(width * done) + "." * (width - int(width * done))
-    end = "\n" if step + 1 == total else ""
-    sys.stderr.write(f"\r[{bar}] {step + 1}/{total} {text} {elapsed:4.0f}s eta {eta:4.0f}s{end}")
-    sys.stderr.flush()
+_BARS: dict[float, Any] = {}
+
+
+def progress_bar(step: int, total: int, start: float, text: str) -> None:
+    """Advance the run's progress bar (tqdm; one per run, named by its start time) to ``step + 1``
+    of ``total`` steps, showing ``text``; drawn on stderr only when it is a terminal."""
+    if not sys.stderr.isatty():
+        return
+    from tqdm import tqdm
+
+    bar = _BARS.setdefault(start, None) or tqdm(total=total, desc="training", unit="step")
+    _BARS[start] = bar
+    bar.update(step + 1 - bar.n)
+    bar.set_postfix_str(text)
+    if step + 1 == total:
+        bar.close()
+        del _BARS[start]
 
 
 def evaluate(model: TorchAttnOnly, cfg: TrainingConfig, seed: int) -> dict[str, float]:
