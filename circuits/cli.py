@@ -1,5 +1,5 @@
 """The ``circuits`` command (``python -m circuits``): demo, render, analyze, expand, certify,
-report, training-run.
+report, training-run, zoo.
 
 Every verb has ``--help``. MODEL is a file written by ``circuits.save`` or a TransformerLens state
 dict (``.npz``, ``.safetensors``). Errors print one line and exit with status 1 (2 for bad
@@ -475,6 +475,39 @@ def training_run(args: argparse.Namespace, out: Printer) -> None:
     out(json.dumps(run.to_dict(), allow_nan=False) if args.json else run.table())
 
 
+def zoo_list(args: argparse.Namespace, out: Printer) -> None:
+    """The models that ship with the library: each name with its size, checkpoints and card (its
+    description and the figures measured on it; --json for the whole card)."""
+    from . import zoo
+
+    cards = {name: zoo.info(name) for name in zoo.names()}
+    if args.json:
+        out(json.dumps(_finite_or_null(cards), allow_nan=False))
+        return
+    for name, card in cards.items():
+        cfg = zoo.load(name).cfg
+        steps = zoo.steps(name)
+        out(
+            f"{name}: {cfg.n_layers} layers × {cfg.n_heads} head{'s' if cfg.n_heads > 1 else ''}, "
+            f"d_model {cfg.d_model}, "
+            f"vocabulary {cfg.d_vocab}, n_ctx {cfg.n_ctx}, BOS {card.get('bos_token')}"
+            + (f", {len(steps)} checkpoints ({steps[0]} … {steps[-1]})" if steps else "")
+        )
+        out(f"  {card.get('description', '')}")
+        for key, value in card.get("measured", {}).items():
+            if not isinstance(value, dict):
+                out(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+
+
+def _finite_or_null(value: Any) -> Any:
+    """``value`` with every non-finite float (a loss not measured yet) as ``None``: valid JSON."""
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_null(item) for item in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def _with_steps() -> list[str]:
     from . import zoo
 
@@ -602,6 +635,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, help="length of the repeated random runs")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=training_run)
+
+    p = verbs.add_parser("zoo", help="the trained models that ship with the library",
+                         description=zoo_list.__doc__)  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print every card as JSON")
+    p.set_defaults(run=zoo_list)
     return parser
 
 

@@ -44,14 +44,16 @@ def model_file(request: pytest.FixtureRequest, tmp_path: Path, model: AttnOnlyTr
     return save(model, tmp_path / f"model{request.param}")
 
 
-@pytest.mark.parametrize("verb", ["", "demo", "render", "analyze", "expand", "certify", "report"])
+@pytest.mark.parametrize(
+    "verb", ["", "demo", "render", "analyze", "expand", "certify", "report", "zoo"]
+)
 def test_every_verb_has_help(capsys: pytest.CaptureFixture[str], verb: str) -> None:
     code, out, _ = run(capsys, *([verb] if verb else []), "--help")
     assert code == 0 and out.startswith("usage: circuits")
     for word in {"": ["demo", "render", "analyze"], "demo": ["--out"], "render": ["--out",
                  "--highlight", "--n-ctx"], "analyze": ["--json"], "expand": ["--latex", "--order"],
                  "certify": ["--vocab-size", "--coherence"],
-                 "report": ["--out", "--tokens", "--certify-n-ctx"]}[verb]:  # fmt: skip
+                 "report": ["--out", "--tokens", "--certify-n-ctx"], "zoo": ["--json"]}[verb]:  # fmt: skip
         assert word in out
 
 
@@ -360,3 +362,24 @@ def test_a_layer_norm_state_dict_is_read_with_its_normalisation(
     np.testing.assert_array_equal(read(tokens), lnpre(tokens))
     plain = AttnOnlyTransformer.from_transformer_lens(lnpre.to_transformer_lens())  # read as no LN
     assert not np.allclose(plain(tokens), lnpre(tokens))
+
+
+def test_zoo_lists_every_model_with_its_card(capsys: pytest.CaptureFixture[str]) -> None:
+    from circuits import zoo
+
+    code, out, _ = run(capsys, "zoo")
+    assert code == 0
+    headers = [line for line in out.splitlines() if not line.startswith(" ")]
+    assert [line.split(":")[0] for line in headers] == zoo.names()
+    for name in zoo.names():
+        cfg = zoo.load(name).cfg
+        line = next(h for h in headers if h.startswith(name + ":"))
+        assert f"vocabulary {cfg.d_vocab}, n_ctx {cfg.n_ctx}" in line
+        assert (f"{len(zoo.steps(name))} checkpoints" in line) == bool(zoo.steps(name))
+        assert zoo.info(name)["description"] in out
+    code, out, _ = run(capsys, "zoo", "--json")
+    cards = json.loads(out)  # valid JSON: no NaN from a loss not yet measured
+    assert code == 0 and sorted(cards) == zoo.names()
+    assert cards["attn2l-tiny-induction"]["measured"] == json.loads(
+        json.dumps(zoo.info("attn2l-tiny-induction")["measured"])
+    )
