@@ -77,7 +77,7 @@ import numpy as np
 from ._checks import is_int, one_or_many
 from .config import head_name, parse_head
 from .errors import ConfigError, HeadError, PathError
-from .model import AttnOnlyTransformer
+from .model import AttnOnlyTransformer, as_model
 
 __all__ = [
     "EMBED",
@@ -182,9 +182,7 @@ def computation_graph(model: AttnOnlyTransformer, *, biases: BiasPolicy = "nonze
     """The DAG of sources, heads and the unembedding of ``model`` (see the module docstring)."""
     if biases not in ("nonzero", "all", "none"):
         raise ConfigError(f"biases must be 'nonzero', 'all' or 'none', got {biases!r}")
-    if not isinstance(model, AttnOnlyTransformer):
-        raise ConfigError(f"expected an AttnOnlyTransformer, got {type(model).__name__}")
-    cfg = model.cfg
+    cfg = as_model(model).cfg
     graph = nx.DiGraph(
         model=model,
         n_layers=cfg.n_layers,

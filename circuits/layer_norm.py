@@ -41,7 +41,7 @@ import numpy as np
 from ._arrays import FloatArray
 from .config import NormalizationType
 from .errors import ConfigError
-from .model import AttnOnlyTransformer
+from .model import AttnOnlyTransformer, as_model
 
 __all__ = [
     "center_unembed",
@@ -72,7 +72,7 @@ def fold_layer_norm(
     :math:`\mathrm{diag}(w) C` too: such a model is refused with a
     :class:`~circuits.errors.ConfigError`.
     """
-    cfg = _checked(model).cfg
+    cfg = as_model(model).cfg
     if not cfg.normalization_weights:
         return model
     if cfg.positional_embedding_type == "shortformer":
@@ -108,7 +108,7 @@ def center_writing_weights(model: AttnOnlyTransformer) -> AttnOnlyTransformer:
     Exact (the logits do not change) when every reader centres first: ``normalization_type``
     ``"LN"`` or ``"LNPre"``; any other model is refused with a :class:`~circuits.errors.ConfigError`.
     """
-    cfg = _checked(model).cfg
+    cfg = as_model(model).cfg
     if not cfg.centred:
         raise ConfigError(
             "center_writing_weights changes the logits unless every reader centres the stream: "
@@ -128,7 +128,7 @@ def center_unembed(model: AttnOnlyTransformer) -> AttnOnlyTransformer:
     r"""The same model with :math:`W_U \to W_U - \mathbb{1}\bar{u}^T` and :math:`b_U \to b_U - \bar{b}_U`
     (means over the vocabulary): every logit at a position moves by one amount, so
     log-probabilities and predictions are unchanged."""
-    _checked(model)
+    as_model(model)
     return model.replace(
         W_U=model.W_U - model.W_U.mean(axis=0, keepdims=True),
         b_U=model.b_U - model.b_U.mean(),
@@ -156,17 +156,11 @@ def folded_weights(model: AttnOnlyTransformer) -> AttnOnlyTransformer:
     """:func:`fold_layer_norm` of ``model``, computed once per model: the weights that the
     weight-based analyses read (the model itself when it has no normalisation weights; refused,
     as by :func:`fold_layer_norm`, for shortformer positions with normalisation weights)."""
-    if not _checked(model).cfg.normalization_weights:
+    if not as_model(model).cfg.normalization_weights:
         return model
     if model not in _FOLDED:
         _FOLDED[model] = fold_layer_norm(model)
     return _FOLDED[model]
-
-
-def _checked(model: object) -> AttnOnlyTransformer:
-    if not isinstance(model, AttnOnlyTransformer):
-        raise ConfigError(f"expected an AttnOnlyTransformer, got {type(model).__name__}")
-    return model
 
 
 def _kept(model: AttnOnlyTransformer) -> dict[str, FloatArray]:

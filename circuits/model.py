@@ -39,7 +39,7 @@ from ._arrays import (
 )
 from ._checks import is_int, random_generator
 from .config import TransformerConfig
-from .errors import ConfigError, NumericalError, ShapeError, TokenError, WeightError
+from .errors import CircuitsError, ConfigError, NumericalError, ShapeError, TokenError, WeightError
 from .factored import FactoredMatrix
 from .tl_format import from_transformer_lens_dict, to_transformer_lens_dict
 
@@ -626,6 +626,13 @@ class ActivationCache:
         layer, head = self.model.cfg.resolve_head(layer, head)
         out: FloatArray = self._z[layer][:, head] @ self.model.W_O[layer, head].T
         return out
+
+
+def as_model(model: object, error: type[CircuitsError] = ConfigError) -> AttnOnlyTransformer:
+    """``model`` itself if it is an :class:`AttnOnlyTransformer`, else ``error`` saying what it is."""
+    if not isinstance(model, AttnOnlyTransformer):
+        raise error(f"expected an AttnOnlyTransformer, got {type(model).__name__}")
+    return model
 
 
 def as_cache(cache: object, name: str = "cache") -> ActivationCache:

@@ -46,7 +46,7 @@ from .._checks import is_int, random_generator
 from ..config import head_name
 from ..errors import AnalysisError
 from ..layer_norm import read_through_norm
-from ..model import ActivationCache, AttnOnlyTransformer, token_ids
+from ..model import ActivationCache, AttnOnlyTransformer, as_model, token_ids
 
 __all__ = [
     "BEHAVIOURS",
@@ -158,7 +158,7 @@ def detect_heads(
     if tokens is None:
         scores = behaviour_scores(model, seq_len=seq_len, n_samples=n_samples, seed=seed)
         return {name: _ranked(scores[name]) for name in BEHAVIOURS}
-    _, cache = _checked_model(model).run_with_cache(tokens)
+    _, cache = as_model(model, AnalysisError).run_with_cache(tokens)
     return {
         name: _ranked(
             detection_scores(
@@ -256,12 +256,6 @@ def detection_scores(
 
 
 # ---------------------------------------------------------------------- internals
-def _checked_model(model: object) -> AttnOnlyTransformer:
-    if not isinstance(model, AttnOnlyTransformer):
-        raise AnalysisError(f"expected an AttnOnlyTransformer, got {type(model).__name__}")
-    return model
-
-
 def _detection_cache(source: object, tokens: Any) -> ActivationCache:
     """The cache to score: ``source`` itself, or the model ``source`` run on ``tokens``."""
     if isinstance(source, ActivationCache):
@@ -270,7 +264,7 @@ def _detection_cache(source: object, tokens: Any) -> ActivationCache:
         return source
     if tokens is None:
         raise AnalysisError("detection_scores of a model needs tokens=… to run it on")
-    _, cache = _checked_model(source).run_with_cache(tokens)
+    _, cache = as_model(source, AnalysisError).run_with_cache(tokens)
     return cache
 
 

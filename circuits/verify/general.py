@@ -50,7 +50,7 @@ import numpy as np
 
 from .._progress import Progress, progress_stream
 from ..errors import VerificationError
-from ..model import AttnOnlyTransformer
+from ..model import AttnOnlyTransformer, as_model
 from ._intervals import Array, Box, dot, down, exp_bound, matmul, matmul_boxes, sum_down, sum_up, up
 from ._rounding import float_down
 from .certificate import REAL_NUMBER_MODEL
@@ -111,8 +111,7 @@ class ModelCertificate:
 
 # ---------------------------------------------------------------------------------- checks
 def _checked(model: object, n_ctx: int | None) -> tuple[AttnOnlyTransformer, int, int]:
-    if not isinstance(model, AttnOnlyTransformer):
-        raise VerificationError(f"expected an AttnOnlyTransformer, got {type(model).__name__}")
+    model = as_model(model, VerificationError)
     cfg = model.cfg
     if cfg.n_layers != 2:
         raise VerificationError(f"certify needs a model with 2 layers, got {cfg.n_layers}")
